@@ -1,0 +1,18 @@
+//! Verifiable instruction constraints with no ML dependencies.
+//!
+//! The heart is [`Constraint`]: IFEval's 25 instructions, built from an instruction id and its
+//! kwargs and checked against a response with the verdict Google's reference implementation
+//! gives. The pieces the checks stand on are public too, because other stages (the pipeline's
+//! verify step, other benchmarks) need the same semantics: [`punkt`] (NLTK's English sentence
+//! splitter with its trained parameters embedded), [`treebank`] (NLTK's `word_tokenize`),
+//! [`langid`] (Python langdetect's language id), [`pyjson`] (whether Python's `json.loads`
+//! accepts a text) and [`pystr`] (Python string and regex-class semantics).
+
+pub mod ifeval;
+pub mod langid;
+pub mod punkt;
+pub mod pyjson;
+pub mod pystr;
+pub mod treebank;
+
+pub use ifeval::{CheckError, Constraint, IFEVAL_IDS, Relation};
