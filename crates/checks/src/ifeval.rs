@@ -742,3 +742,297 @@ mod re {
         &R
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn c(id: &str, kw: Value) -> Constraint {
+        Constraint::from_id(id, &kw).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn errors_name_id_and_key() {
+        let e = Constraint::from_id("keywords:nope", &json!({})).unwrap_err();
+        assert_eq!(e.to_string(), "unknown instruction id \"keywords:nope\"");
+        let e = Constraint::from_id(
+            "keywords:frequency",
+            &json!({"keyword": "x", "frequency": 2}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            CheckError::MissingKwarg {
+                id: "keywords:frequency".into(),
+                key: "relation".into()
+            }
+        );
+        let e = Constraint::from_id(
+            "length_constraints:number_words",
+            &json!({"num_words": 5, "relation": "at most"}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, CheckError::BadKwarg { key, .. } if key == "relation"),
+            "{e}"
+        );
+        let e = Constraint::from_id("punctuation:no_comma", &json!({"bogus": 1})).unwrap_err();
+        assert!(matches!(&e, CheckError::UnexpectedKwarg { key, .. } if key == "bogus"));
+        let e = Constraint::from_id(
+            "keywords:letter_frequency",
+            &json!({"letter": "ab", "let_frequency": 1, "let_relation": "at least"}),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("letter") && e.to_string().contains("keywords:letter_frequency")
+        );
+        let e = Constraint::from_id(
+            "length_constraints:nth_paragraph_first_word",
+            &json!({"num_paragraphs": 2, "nth_paragraph": 3, "first_word": "x"}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nth_paragraph"));
+        let e = Constraint::from_id(
+            "detectable_content:number_placeholders",
+            &json!({"num_placeholders": -1}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("num_placeholders"));
+        assert!(Constraint::from_id("punctuation:no_comma", &json!([1])).is_err());
+    }
+
+    #[test]
+    fn null_kwargs_are_ignored() {
+        let k = c(
+            "punctuation:no_comma",
+            json!({"num_words": null, "keywords": null}),
+        );
+        assert_eq!(k.id(), "punctuation:no_comma");
+        for id in IFEVAL_IDS {
+            let e = Constraint::from_id(id, &Value::Null);
+            if let Ok(k) = e {
+                assert_eq!(k.id(), id);
+            }
+        }
+    }
+
+    #[test]
+    fn keywords() {
+        let k = c("keywords:existence", json!({"keywords": ["Dog", "ca"]}));
+        assert!(k.check("my DOG and CAT"));
+        assert!(!k.check("my dog"));
+        let k = c(
+            "keywords:frequency",
+            json!({"keyword": " cat ", "frequency": 2, "relation": "at least"}),
+        );
+        assert!(k.check("Cat, cat") && !k.check("cat"));
+        let k = c(
+            "keywords:frequency",
+            json!({"keyword": "cat", "frequency": 2, "relation": "less than"}),
+        );
+        assert!(k.check("concatenate") && !k.check("catcat"));
+        let k = c(
+            "keywords:forbidden_words",
+            json!({"forbidden_words": ["cafe", "don"]}),
+        );
+        assert!(!k.check("Le CAFE est"));
+        assert!(k.check("cafeteria and Donald"));
+        assert!(
+            !k.check("cafe\u{301}"),
+            "a combining mark is not a word character in Python"
+        );
+        assert!(!k.check("don't"), "the apostrophe is a boundary");
+        assert!(k.check("café"));
+    }
+
+    #[test]
+    fn letter_frequency_counts_any_character() {
+        let k = c(
+            "keywords:letter_frequency",
+            json!({"letter": "#", "let_frequency": 3, "let_relation": "at least"}),
+        );
+        assert!(k.check("# a # b #") && !k.check("##"));
+        let k = c(
+            "keywords:letter_frequency",
+            json!({"letter": "Q", "let_frequency": 2, "let_relation": "less than"}),
+        );
+        assert!(k.check("q") && !k.check("Qq"));
+        let k = c(
+            "keywords:letter_frequency",
+            json!({"letter": "é", "let_frequency": 1, "let_relation": "at least"}),
+        );
+        assert!(k.check("CAFÉ") && !k.check("cafe\u{301}"));
+    }
+
+    #[test]
+    fn language_checks() {
+        let en = "This is a fairly ordinary English sentence about cooking dinner tonight.";
+        assert!(c("language:response_language", json!({"language": "en"})).check(en));
+        assert!(!c("language:response_language", json!({"language": "de"})).check(en));
+        assert!(
+            c("language:response_language", json!({"language": "de"})).check("1234 ..."),
+            "no features: followed"
+        );
+        let upper = c("change_case:english_capital", json!({}));
+        assert!(upper.check("THIS IS A FAIRLY ORDINARY ENGLISH SENTENCE ABOUT COOKING DINNER."));
+        assert!(!upper.check("THIS IS MOSTLY UPPER but not all"));
+        assert!(!upper.check("DAS IST EIN DEUTSCHER SATZ ÜBER DAS WETTER UND DIE STADT."));
+        assert!(
+            !upper.check("12345"),
+            "no cased character: isupper() is false"
+        );
+        let lower = c("change_case:english_lowercase", json!({}));
+        assert!(lower.check(&en.to_lowercase()));
+        assert!(!lower.check(en));
+        assert!(
+            !lower.check("这是中文"),
+            "no cased character: islower() is false"
+        );
+    }
+
+    #[test]
+    fn sentences_words_paragraphs() {
+        let k = c(
+            "length_constraints:number_sentences",
+            json!({"num_sentences": 3, "relation": "less than"}),
+        );
+        assert!(k.check("Dr. Smith came. He left."));
+        assert!(!k.check("One. Two. Three."));
+        let k = c(
+            "length_constraints:number_words",
+            json!({"num_words": 4, "relation": "at least"}),
+        );
+        assert!(k.check("don't stop-me"), "don, t, stop, me");
+        assert!(!k.check("cafe\u{301} x"));
+        let k = c(
+            "length_constraints:number_paragraphs",
+            json!({"num_paragraphs": 2}),
+        );
+        assert!(k.check("a\n***\nb"));
+        assert!(k.check("***\na\n***\nb\n***"));
+        assert!(
+            !k.check("a\n***\n\n***\nb"),
+            "an empty middle paragraph fails"
+        );
+        assert!(!k.check("a ** b"));
+        let k = c(
+            "length_constraints:nth_paragraph_first_word",
+            json!({"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "Summer"}),
+        );
+        assert!(k.check("Intro.\n\n\"Summer's here,\" she said."));
+        assert!(k.check("Intro.\n\n'summer. Yes"));
+        assert!(!k.check("Intro.\n\nWinter"));
+        assert!(!k.check("Intro.\n\nSummer\n\nThird"));
+        assert!(
+            !k.check("Intro.\n\n\n\nSummer"),
+            "the nth raw piece is blank"
+        );
+    }
+
+    #[test]
+    fn placeholders_postscript_bullets() {
+        let k = c(
+            "detectable_content:number_placeholders",
+            json!({"num_placeholders": 2}),
+        );
+        assert!(k.check("[name] at [address]") && !k.check("[a\nb] [c]"));
+        let k = c(
+            "detectable_content:postscript",
+            json!({"postscript_marker": "P.S."}),
+        );
+        assert!(k.check("Hi\n\np.s. bye") && !k.check("PS bye"));
+        let k = c(
+            "detectable_content:postscript",
+            json!({"postscript_marker": "P.P.S"}),
+        );
+        assert!(k.check("x\nP. P. S more") && !k.check("P.S. only"));
+        let k = c(
+            "detectable_content:postscript",
+            json!({"postscript_marker": "Note:"}),
+        );
+        assert!(k.check("text\nNOTE: x"));
+        let k = c(
+            "detectable_format:number_bullet_lists",
+            json!({"num_bullets": 3}),
+        );
+        assert!(k.check("* a\n* b\n- c"));
+        assert!(
+            !k.check("* a\n** bold\n- c"),
+            "'**' does not start a bullet"
+        );
+        assert!(
+            !k.check("*italic* a\n* b"),
+            "'*italic*' counts as a bullet in the reference"
+        );
+    }
+
+    #[test]
+    fn highlights_sections_title_json() {
+        let k = c(
+            "detectable_format:number_highlighted_sections",
+            json!({"num_highlights": 2}),
+        );
+        assert!(k.check("*one* and **two**"));
+        assert!(!k.check("** ** and * * and *one*"));
+        assert!(!k.check("*multi\nline*"));
+        let k = c(
+            "detectable_format:multiple_sections",
+            json!({"section_spliter": "Section", "num_sections": 2}),
+        );
+        assert!(k.check("Section 1\nx\nSection 2\ny"));
+        assert!(!k.check("Section one\nSECTION 2"));
+        let t = c("detectable_format:title", json!({}));
+        assert!(t.check("<<My Title>>\nbody") && !t.check("<< >>") && !t.check("<<a\nb>>"));
+        let j = c("detectable_format:json_format", json!({}));
+        assert!(j.check("```json\n{\"a\": [1, 2]}\n```"));
+        assert!(j.check("```JSON\n[NaN]\n```"));
+        assert!(j.check("  \"just a string\" "));
+        assert!(!j.check("Here is JSON: {\"a\": 1}"));
+        assert!(!j.check("```json\n{'a': 1}\n```"));
+        assert!(!j.check(""));
+    }
+
+    #[test]
+    fn combination_and_startend() {
+        let k = c("combination:two_responses", json!({}));
+        assert!(k.check("A\n******\nB"));
+        assert!(k.check("******\nA\n******\nB\n******"));
+        assert!(!k.check("A\n******\n A "));
+        assert!(!k.check("A\n******\n\n******\nB"));
+        let k = c(
+            "combination:repeat_prompt",
+            json!({"prompt_to_repeat": "Write a POEM."}),
+        );
+        assert!(k.check("  write a poem. Here it is") && !k.check("Poem:"));
+        let k = c(
+            "startend:end_checker",
+            json!({"end_phrase": "Any other questions?"}),
+        );
+        assert!(
+            k.check("Text. ANY OTHER QUESTIONS?\"  \n") && !k.check("Any other questions? Yes.")
+        );
+        let k = c("startend:quotation", json!({}));
+        assert!(k.check(" \"quoted\" ") && !k.check("\"") && !k.check("\u{201c}curly\u{201d}"));
+        assert!(c("punctuation:no_comma", json!({})).check("中文，全角逗号"));
+        assert!(!c("punctuation:no_comma", json!({})).check("a, b"));
+        let k = c("detectable_format:constrained_response", json!({}));
+        assert!(k.check("  My answer is maybe.") && !k.check("my answer is yes."));
+    }
+
+    #[test]
+    fn capital_words_use_treebank_tokens() {
+        let k = c(
+            "change_case:capital_word_frequency",
+            json!({"capital_frequency": 3, "capital_relation": "at least"}),
+        );
+        assert!(k.check("DON'T STOP"), "DO, N'T, STOP");
+        assert!(!k.check("Don't STOP NOW"));
+        assert!(k.check("I'M FINE, THANKS."));
+        let k = c(
+            "change_case:capital_word_frequency",
+            json!({"capital_frequency": 2, "capital_relation": "less than"}),
+        );
+        assert!(k.check("**A** b") && k.check("") && !k.check("U.S.A. NATO"));
+    }
+}
