@@ -2,13 +2,23 @@
 //! `cmd_*` module and calls into the library crates; [`context::Context`] turns the global flags
 //! into configured models (roles, cache, ledger).
 
+mod cmd_cache;
+mod cmd_chat;
 mod cmd_eval;
+mod cmd_model;
+mod cmd_serve;
 mod context;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "demorecon", version, about = "Fine-grained instruction variants (DeMoRecon): build data, train, serve, evaluate.")]
+#[command(
+    name = "demorecon",
+    version,
+    about = "Fine-grained instruction variants (DeMoRecon): build data, train, serve and evaluate instruction following.",
+    after_help = "Backends: every role (generator, responder, judge, target) is `embedded` (default, in-process SmolLM2), \
+`embedded:FILE.gguf`, or an OpenAI-compatible endpoint `MODEL@http://HOST:PORT/v1` (comma-separate replicas)."
+)]
 struct Cli {
     #[command(flatten)]
     global: context::GlobalArgs,
@@ -18,15 +28,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Send one prompt to a model and stream the answer.
+    Chat(cmd_chat::ChatArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API.
+    Serve(cmd_serve::ServeArgs),
     /// Score a model on a benchmark (IFEval, ...).
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
+    /// Manage the embedded model (fetch, path).
+    #[command(subcommand)]
+    Model(cmd_model::ModelCommand),
+    /// Inspect the call cache.
+    #[command(subcommand)]
+    Cache(cmd_cache::CacheCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     context::init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -35,9 +58,15 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         let ctx = context::Context::new(cli.global)?;
-        match cli.command {
+        let result = match cli.command {
+            Command::Chat(args) => cmd_chat::run(args, &ctx).await,
+            Command::Serve(args) => cmd_serve::run(args, &ctx).await,
             Command::Eval(cmd) => cmd_eval::run(cmd, &ctx).await,
-        }
+            Command::Model(cmd) => cmd_model::run(cmd),
+            Command::Cache(cmd) => cmd_cache::run(cmd, &ctx),
+        };
+        ctx.print_usage_summary();
+        result
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
