@@ -20,6 +20,12 @@ static FACTORY: LazyLock<Option<DetectorFactory>> = LazyLock::new(|| {
     Some(f)
 });
 
+/// Loads the language profiles now (they load on first use otherwise). Callers that will
+/// detect languages can run this on a spare thread to overlap the load with other work.
+pub fn warm_up() {
+    LazyLock::force(&FACTORY);
+}
+
 /// Why detection gave no language (langdetect raised `LangDetectException`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("language detection failed: {0}")]

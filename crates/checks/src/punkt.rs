@@ -35,12 +35,14 @@ const ORTHO_UC: u32 = ORTHO_BEG_UC + ORTHO_MID_UC + ORTHO_UNK_UC;
 const ORTHO_LC: u32 = ORTHO_BEG_LC + ORTHO_MID_LC + ORTHO_UNK_LC;
 
 /// Trained Punkt parameters (NLTK's `PunktParameters`).
+/// Strings borrow from the parameter files' text, so the embedded English parameters need no
+/// per-entry allocation.
 #[derive(Debug, Default)]
-pub struct PunktParams {
-    abbrev_types: HashSet<String>,
-    collocations: HashSet<(String, String)>,
-    sent_starters: HashSet<String>,
-    ortho_context: HashMap<String, u32>,
+pub struct PunktParams<'p> {
+    abbrev_types: HashSet<&'p str>,
+    collocations: HashSet<(&'p str, &'p str)>,
+    sent_starters: HashSet<&'p str>,
+    ortho_context: HashMap<&'p str, u32>,
 }
 
 /// Lines of a `punkt_tab` text file, as NLTK's `TabDecoder` reads them (one entry per line,
@@ -49,18 +51,17 @@ fn tab_lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines()
 }
 
-impl PunktParams {
+impl<'p> PunktParams<'p> {
     /// Parses parameters from the four `punkt_tab` files' contents.
-    pub fn from_tab(abbrev: &str, colloc: &str, starters: &str, ortho: &str) -> Self {
-        let abbrev_types = tab_lines(abbrev).map(str::to_owned).collect();
-        let sent_starters = tab_lines(starters).map(str::to_owned).collect();
+    pub fn from_tab(abbrev: &'p str, colloc: &'p str, starters: &'p str, ortho: &'p str) -> Self {
+        let abbrev_types = tab_lines(abbrev).collect();
+        let sent_starters = tab_lines(starters).collect();
         let collocations = tab_lines(colloc)
             .filter_map(|l| l.split_once('\t'))
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
             .collect();
         let ortho_context = tab_lines(ortho)
             .filter_map(|l| l.split_once('\t'))
-            .filter_map(|(a, b)| b.trim().parse::<u32>().ok().map(|n| (a.to_owned(), n)))
+            .filter_map(|(a, b)| b.trim().parse::<u32>().ok().map(|n| (a, n)))
             .collect();
         Self {
             abbrev_types,
@@ -71,8 +72,8 @@ impl PunktParams {
     }
 
     /// NLTK's English parameters, embedded in the binary.
-    pub fn english() -> &'static PunktParams {
-        static ENGLISH: LazyLock<PunktParams> = LazyLock::new(|| {
+    pub fn english() -> &'static PunktParams<'static> {
+        static ENGLISH: LazyLock<PunktParams<'static>> = LazyLock::new(|| {
             PunktParams::from_tab(ABBREV_TYPES, COLLOCATIONS, SENT_STARTERS, ORTHO_CONTEXT)
         });
         &ENGLISH
@@ -365,7 +366,7 @@ fn first_pass(params: &PunktParams, t: &mut Token<'_>) {
     } else if t.period_final && !tok.ends_with("..") {
         let stem = pystr::lower(&tok[..tok.len() - 1]);
         let last = stem.rsplit('-').next().unwrap_or("");
-        if params.abbrev_types.contains(&stem) || params.abbrev_types.contains(last) {
+        if params.abbrev_types.contains(stem.as_str()) || params.abbrev_types.contains(last) {
             t.abbr = true;
         } else {
             t.sentbreak = true;
@@ -402,10 +403,7 @@ fn second_pass(params: &PunktParams, t1: &mut Token<'_>, t2: &Token<'_>) {
     let typ = t1.type_no_period().to_owned();
     let next_typ = t2.type_no_sentperiod();
     let is_initial = t1.is_initial();
-    if params
-        .collocations
-        .contains(&(typ.clone(), next_typ.to_owned()))
-    {
+    if params.collocations.contains(&(typ.as_str(), next_typ)) {
         t1.sentbreak = false;
         t1.abbr = true;
         return;

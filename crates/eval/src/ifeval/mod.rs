@@ -319,10 +319,6 @@ pub fn evaluate(
     responses: &[String],
     opts: ScoreOptions,
 ) -> Result<Evaluation, EvalError> {
-    let constraints: Vec<Vec<Constraint>> = inputs
-        .iter()
-        .map(constraints_for)
-        .collect::<Result<_, _>>()?;
     let texts: Vec<&str> = responses
         .iter()
         .map(|r| {
@@ -333,7 +329,22 @@ pub fn evaluate(
             }
         })
         .collect();
-    let verdicts = score_parallel(&constraints, &texts);
+    let needs_langid = inputs
+        .iter()
+        .flat_map(|r| &r.instruction_id_list)
+        .any(|id| {
+            matches!(
+                id.as_str(),
+                "language:response_language"
+                    | "change_case:english_capital"
+                    | "change_case:english_lowercase"
+            )
+        });
+    if needs_langid {
+        // Loading the language profiles takes a while; do it beside the scoring work.
+        std::thread::spawn(demorecon_checks::langid::warm_up);
+    }
+    let verdicts = score_parallel(inputs, &texts)?;
     let mut strict = Vec::with_capacity(inputs.len());
     let mut loose = Vec::with_capacity(inputs.len());
     for ((inp, text), (s, l)) in inputs.iter().zip(&texts).zip(verdicts) {
@@ -364,22 +375,29 @@ pub fn evaluate(
     })
 }
 
-/// Scores rows on all available cores; results stay in input order.
-fn score_parallel(constraints: &[Vec<Constraint>], texts: &[&str]) -> Vec<(Vec<bool>, Vec<bool>)> {
-    let n = texts.len();
+type Verdicts = (Vec<bool>, Vec<bool>);
+
+fn build_and_score(row: &InputRow, text: &str) -> Result<Verdicts, EvalError> {
+    Ok(score_row(&constraints_for(row)?, text))
+}
+
+/// Builds each row's constraints and scores it, on all available cores; results stay in input
+/// order, and the first error in input order is returned.
+fn score_parallel(inputs: &[InputRow], texts: &[&str]) -> Result<Vec<Verdicts>, EvalError> {
+    let n = texts.len().min(inputs.len());
     let threads = std::thread::available_parallelism()
         .map_or(1, |p| p.get())
         .min(8)
         .min(n.max(1));
     if threads <= 1 {
-        return constraints
+        return inputs
             .iter()
             .zip(texts)
-            .map(|(c, t)| score_row(c, t))
+            .map(|(r, t)| build_and_score(r, t))
             .collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut out: Vec<Option<(Vec<bool>, Vec<bool>)>> = vec![None; n];
+    let mut out: Vec<Option<Result<Verdicts, EvalError>>> = (0..n).map(|_| None).collect();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -390,7 +408,7 @@ fn score_parallel(constraints: &[Vec<Constraint>], texts: &[&str]) -> Vec<(Vec<b
                         if i >= n {
                             break;
                         }
-                        done.push((i, score_row(&constraints[i], texts[i])));
+                        done.push((i, build_and_score(&inputs[i], texts[i])));
                     }
                     done
                 })
@@ -410,7 +428,7 @@ fn score_parallel(constraints: &[Vec<Constraint>], texts: &[&str]) -> Vec<(Vec<b
     });
     out.into_iter()
         .enumerate()
-        .map(|(i, r)| r.unwrap_or_else(|| score_row(&constraints[i], texts[i])))
+        .map(|(i, r)| r.unwrap_or_else(|| build_and_score(&inputs[i], texts[i])))
         .collect()
 }
 
@@ -464,7 +482,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
     };
     let mut f = std::fs::File::create(&tmp).map_err(err)?;
     f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
+    drop(f);
     std::fs::rename(&tmp, path).map_err(err)
 }
 
