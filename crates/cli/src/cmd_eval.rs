@@ -43,8 +43,9 @@ pub struct IfevalArgs {
     /// Print the summary as JSON on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Generate the responses first with the model under test (greedy), then score them.
-    #[arg(long, value_name = "MODEL")]
+    /// Generate the responses first with this backend as the model under test (a spec:
+    /// `embedded`, `embedded:FILE.gguf` or `MODEL@BASE_URL`), greedy, then score them.
+    #[arg(long, value_name = "SPEC")]
     pub model: Option<String>,
     /// New-token cap per generated response.
     #[arg(long, default_value_t = 1280, requires = "model")]
@@ -104,7 +105,7 @@ async fn run_ifeval(args: IfevalArgs, ctx: &Context) -> anyhow::Result<()> {
         ifeval::join_responses(&inputs, &rows)?
     } else {
         let model = ctx
-            .model_for(RoleName::ModelUnderTest)
+            .model_for(RoleName::Target, args.model.as_deref())
             .context("model under test")?;
         let opts = GenerateOptions {
             max_tokens: args.max_tokens,

@@ -135,7 +135,8 @@ pub fn lint(inputs: &[InputRow]) -> Vec<LintIssue> {
                 let Some(n) = map.get(key).and_then(Value::as_u64) else {
                     continue;
                 };
-                if !numbers.contains(&n) {
+                // "at most N" is encoded as "less than N+1", "more than N" as "at least N+1".
+                if !numbers.contains(&n) && !numbers.contains(&n.saturating_sub(1)) {
                     let seen: Vec<String> = numbers.iter().map(u64::to_string).collect();
                     let said = if seen.is_empty() {
                         "no number".to_owned()
