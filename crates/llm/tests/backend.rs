@@ -26,6 +26,20 @@ fn ask(text: &str) -> ChatRequest {
     ChatRequest::new(vec![Message::user(text)])
 }
 
+/// Sends `n` distinct requests at once and waits for all of them to succeed.
+async fn ask_concurrently(chat: OpenAiChat, n: usize) {
+    let chat = Arc::new(chat);
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let chat = chat.clone();
+            tokio::spawn(async move { chat.chat(&ask(&i.to_string()), None).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn retries_5xx_malformed_and_truncated_bodies() {
     let server = FaultServer::start(vec![
@@ -134,16 +148,7 @@ async fn concurrency_per_endpoint_is_bounded() {
         max_concurrency: 3,
         ..endpoint(vec![server.base_url()])
     };
-    let chat = Arc::new(OpenAiChat::new(cfg).unwrap());
-    let tasks: Vec<_> = (0..12)
-        .map(|i| {
-            let chat = chat.clone();
-            tokio::spawn(async move { chat.chat(&ask(&i.to_string()), None).await })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    ask_concurrently(OpenAiChat::new(cfg).unwrap(), 12).await;
     assert_eq!(server.peak_in_flight(), 3);
 }
 
@@ -155,16 +160,7 @@ async fn requests_per_minute_are_spread_out() {
         max_concurrency: 64,
         ..endpoint(vec![server.base_url()])
     };
-    let chat = Arc::new(OpenAiChat::new(cfg).unwrap());
-    let tasks: Vec<_> = (0..62)
-        .map(|i| {
-            let chat = chat.clone();
-            tokio::spawn(async move { chat.chat(&ask(&i.to_string()), None).await })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    ask_concurrently(OpenAiChat::new(cfg).unwrap(), 62).await;
     let mut times = server.arrival_times();
     times.sort_by(f64::total_cmp);
     // A full minute's burst goes at once; the next two wait for the bucket (1 per second).
