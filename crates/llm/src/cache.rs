@@ -86,21 +86,38 @@ impl CallCache {
         // Another process may hold the write lock for a moment; wait rather than fail.
         conn.busy_timeout(Duration::from_secs(60))
             .map_err(|e| db_err(path, e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| db_err(path, e))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| db_err(path, e))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS calls (
-                key TEXT PRIMARY KEY,
-                backend TEXT NOT NULL,
-                model TEXT NOT NULL,
-                request TEXT NOT NULL,
-                response TEXT NOT NULL,
-                created_unix INTEGER NOT NULL
-            );",
-        )
-        .map_err(|e| db_err(path, e))?;
+        // Switching to WAL and creating the table can report SQLITE_BUSY without consulting the
+        // busy handler when another process is initialising the same new file: retry those.
+        let started = std::time::Instant::now();
+        loop {
+            let init = conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
+                .and_then(|()| {
+                    conn.execute_batch(
+                        "CREATE TABLE IF NOT EXISTS calls (
+                            key TEXT PRIMARY KEY,
+                            backend TEXT NOT NULL,
+                            model TEXT NOT NULL,
+                            request TEXT NOT NULL,
+                            response TEXT NOT NULL,
+                            created_unix INTEGER NOT NULL
+                        );",
+                    )
+                });
+            match init {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && started.elapsed() < Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(db_err(path, e)),
+            }
+        }
         Ok(Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
