@@ -164,7 +164,7 @@ async fn requests_per_minute_are_spread_out() {
     let mut times = server.arrival_times();
     times.sort_by(f64::total_cmp);
     // A full minute's burst goes at once; the next two wait for the bucket (1 per second).
-    assert!(times[59] < 0.9, "burst was held back: {}", times[59]);
+    assert!(times[59] < 1.5, "burst was held back: {}", times[59]);
     assert!(times[61] >= 1.8, "rpm not enforced: last at {}", times[61]);
 }
 
