@@ -2,7 +2,7 @@
 //! `scripts/bench-embedded.sh` runs it next to llama.cpp.
 //!
 //! Usage: `bench_embedded [--model FILE.gguf] [--format f32|quantized|f16|q8_0]
-//!         [--decode-tokens N] [--runs N]`
+//!         [--decode-tokens N] [--runs N] [--print-prompt] [--print-model-path]`
 
 use demorecon_embedded::sampler::argmax;
 use demorecon_embedded::{EmbeddedModel, LoadOptions, WeightFormat};
@@ -20,6 +20,8 @@ fn main() -> anyhow::Result<()> {
     let mut format = WeightFormat::default();
     let mut decode_tokens = 128usize;
     let mut runs = 5usize;
+    let mut print_prompt = false;
+    let mut print_model_path = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -31,6 +33,8 @@ fn main() -> anyhow::Result<()> {
             "--format" => format = value()?.parse().map_err(anyhow::Error::msg)?,
             "--decode-tokens" => decode_tokens = value()?.parse()?,
             "--runs" => runs = value()?.parse()?,
+            "--print-prompt" => print_prompt = true,
+            "--print-model-path" => print_model_path = true,
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -38,6 +42,10 @@ fn main() -> anyhow::Result<()> {
         Some(path) => path,
         None => demorecon_embedded::ensure_model(&demorecon_llm::home::data_home())?,
     };
+    if print_model_path {
+        println!("{}", model_path.display());
+        return Ok(());
+    }
     let load_start = Instant::now();
     let mut model = EmbeddedModel::load(
         &model_path,
@@ -47,7 +55,12 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
     let load_s = load_start.elapsed().as_secs_f64();
-    let prompt = model.prompt_tokens(&ChatRequest::new(vec![Message::user(PROMPT)]))?;
+    let request = ChatRequest::new(vec![Message::user(PROMPT)]);
+    if print_prompt {
+        print!("{}", model.render_prompt(&request)?);
+        return Ok(());
+    }
+    let prompt = model.prompt_tokens(&request)?;
 
     let mut prefill = Vec::new();
     let mut decode = Vec::new();

@@ -103,14 +103,15 @@ impl LlamaConfig {
     }
 }
 
+/// One decoder block. q/k/v and gate/up are each stored as one matrix (their rows stacked)
+/// so a step runs two matmuls where it would run five: fewer dispatches, and larger ones that
+/// split better across threads.
 struct Layer {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    wqkv: QMatMul,
     wo: QMatMul,
-    w_gate: QMatMul,
-    w_up: QMatMul,
+    w_gate_up: QMatMul,
     w_down: QMatMul,
+    ffn_len: usize,
     attn_norm: Tensor,
     ffn_norm: Tensor,
     kv: KvCache,
@@ -162,14 +163,18 @@ impl Llama {
         let mut layers = Vec::with_capacity(config.block_count);
         for i in 0..config.block_count {
             let p = format!("blk.{i}");
+            let q = tensor(&format!("{p}.attn_q.weight"))?;
+            let k = tensor(&format!("{p}.attn_k.weight"))?;
+            let v = tensor(&format!("{p}.attn_v.weight"))?;
+            let gate = tensor(&format!("{p}.ffn_gate.weight"))?;
+            let up = tensor(&format!("{p}.ffn_up.weight"))?;
+            let ffn_len = gate.shape().dims2()?.0;
             layers.push(Layer {
-                wq: linear(tensor(&format!("{p}.attn_q.weight"))?, format)?,
-                wk: linear(tensor(&format!("{p}.attn_k.weight"))?, format)?,
-                wv: linear(tensor(&format!("{p}.attn_v.weight"))?, format)?,
+                wqkv: linear(stack_rows(&[q, k, v])?, format)?,
                 wo: linear(tensor(&format!("{p}.attn_output.weight"))?, format)?,
-                w_gate: linear(tensor(&format!("{p}.ffn_gate.weight"))?, format)?,
-                w_up: linear(tensor(&format!("{p}.ffn_up.weight"))?, format)?,
+                w_gate_up: linear(stack_rows(&[gate, up])?, format)?,
                 w_down: linear(tensor(&format!("{p}.ffn_down.weight"))?, format)?,
+                ffn_len,
                 attn_norm: tensor(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
                 ffn_norm: tensor(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
                 kv: KvCache::new(2, KV_CHUNK),
@@ -223,37 +228,31 @@ impl Llama {
         let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
         let cos = self.cos.narrow(0, self.pos, seq_len)?;
         let sin = self.sin.narrow(0, self.pos, seq_len)?;
+        let n_rep = n_head / n_kv;
         let mask = if seq_len > 1 {
-            Some(causal_mask(seq_len, self.pos, &self.device)?)
+            Some(causal_mask(seq_len, self.pos, n_rep, &self.device)?)
         } else {
             None
         };
         let scale = 1.0 / (hd as f64).sqrt();
         for layer in &mut self.layers {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let q = layer
-                .wq
-                .forward(&h)?
-                .reshape((1, seq_len, n_head, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let k = layer
-                .wk
-                .forward(&h)?
-                .reshape((1, seq_len, n_kv, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let v = layer
-                .wv
-                .forward(&h)?
-                .reshape((1, seq_len, n_kv, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
+            let qkv = layer.wqkv.forward(&h)?;
+            let heads = |start: usize, n: usize| -> candle_core::Result<Tensor> {
+                qkv.narrow(2, start * hd, n * hd)?
+                    .reshape((1, seq_len, n, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let q = heads(0, n_head)?;
+            let k = heads(n_head, n_kv)?;
+            let v = heads(n_head + n_kv, n_kv)?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             let (k, v) = layer.kv.append(&k, &v)?;
-            let k = repeat_kv(k, n_head / n_kv)?;
-            let v = repeat_kv(v, n_head / n_kv)?;
+            // Grouped-query attention without copying the cache per head: the n_rep query
+            // heads that share a KV head become n_rep * seq_len query rows against it.
+            let q = q.reshape((1, n_kv, n_rep * seq_len, hd))?;
             let mut att = (q.matmul(&k.t()?)? * scale)?;
             if let Some(mask) = &mask {
                 att = att.broadcast_add(mask)?;
@@ -261,12 +260,14 @@ impl Llama {
             let att = candle_nn::ops::softmax_last_dim(&att)?;
             let y = att
                 .matmul(&v)?
+                .reshape((1, n_head, seq_len, hd))?
                 .transpose(1, 2)?
                 .reshape((1, seq_len, cfg.embedding_length))?;
             x = (layer.wo.forward(&y)? + x)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
-            let up = layer.w_up.forward(&h)?;
+            let gate_up = layer.w_gate_up.forward(&h)?;
+            let gate = candle_nn::ops::silu(&gate_up.narrow(2, 0, layer.ffn_len)?)?;
+            let up = gate_up.narrow(2, layer.ffn_len, layer.ffn_len)?;
             x = (layer.w_down.forward(&(gate * up)?)? + x)?;
         }
         self.pos += seq_len;
@@ -294,6 +295,34 @@ fn linear(q: QTensor, format: WeightFormat) -> anyhow::Result<QMatMul> {
     })
 }
 
+/// Stacks 2-D quantized matrices with equal row length on top of each other. Quantized rows
+/// are whole blocks, so the raw bytes simply concatenate: exact for every GGML type.
+fn stack_rows(parts: &[QTensor]) -> anyhow::Result<QTensor> {
+    let dtype = parts[0].dtype();
+    let cols = parts[0].shape().dims2()?.1;
+    let mut rows = 0;
+    let mut bytes = Vec::new();
+    for part in parts {
+        let (r, c) = part.shape().dims2()?;
+        if c != cols || part.dtype() != dtype {
+            anyhow::bail!(
+                "cannot stack {:?} {:?} under {dtype:?} with {cols} columns",
+                part.dtype(),
+                part.shape()
+            );
+        }
+        rows += r;
+        bytes.extend_from_slice(&part.data()?);
+    }
+    let device = parts[0].device();
+    let storage = candle_core::quantized::QStorage::from_data(
+        std::borrow::Cow::Owned(bytes),
+        &device,
+        dtype,
+    )?;
+    Ok(QTensor::new(storage, (rows, cols))?)
+}
+
 /// cos/sin tables for interleaved RoPE over the whole context: `(context, rope_dim / 2)`.
 fn rope_tables(cfg: &LlamaConfig, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
     let half = cfg.head_dim / 2;
@@ -317,11 +346,18 @@ fn rope_tables(cfg: &LlamaConfig, device: &Device) -> candle_core::Result<(Tenso
     Ok((angles.cos()?, angles.sin()?))
 }
 
-/// Additive mask `(seq_len, offset + seq_len)`: 0 where a query may look, -inf ahead of it.
-fn causal_mask(seq_len: usize, offset: usize, device: &Device) -> candle_core::Result<Tensor> {
+/// Additive mask `(n_rep * seq_len, offset + seq_len)`: 0 where a query may look, -inf ahead
+/// of it; the `seq_len` rows repeat once per query head sharing a KV head.
+fn causal_mask(
+    seq_len: usize,
+    offset: usize,
+    n_rep: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let total = offset + seq_len;
-    let mask: Vec<f32> = (0..seq_len)
-        .flat_map(|i| {
+    let mask: Vec<f32> = (0..n_rep * seq_len)
+        .flat_map(|row| {
+            let i = row % seq_len;
             (0..total).map(move |j| {
                 if j > offset + i {
                     f32::NEG_INFINITY
@@ -331,17 +367,5 @@ fn causal_mask(seq_len: usize, offset: usize, device: &Device) -> candle_core::R
             })
         })
         .collect();
-    Tensor::from_vec(mask, (seq_len, total), device)
-}
-
-/// Repeats each KV head `n_rep` times so grouped-query attention becomes plain attention.
-fn repeat_kv(x: Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x);
-    }
-    let (b, n_kv, seq, hd) = x.dims4()?;
-    x.unsqueeze(2)?
-        .broadcast_as((b, n_kv, n_rep, seq, hd))?
-        .contiguous()?
-        .reshape((b, n_kv * n_rep, seq, hd))
+    Tensor::from_vec(mask, (n_rep * seq_len, total), device)
 }

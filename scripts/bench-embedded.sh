@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Prefill and decode speed (tokens/s, medians over several runs) and peak memory of the
+# embedded model, side by side with the same GGUF run by llama.cpp (llama-cpp-python built
+# from its PyPI source distribution, CPU only, once, into a cache directory).
+#
+# Usage: scripts/bench-embedded.sh
+# Knobs (environment): RUNS (5), DECODE_TOKENS (128), THREADS (2),
+#   FORMATS ("f32": the embedded weight formats to measure, e.g. "f32 quantized q8_0 f16"),
+#   SKIP_LLAMA_CPP=1 (ours only), LLAMA_CPP_PYTHON (pip requirement, default llama-cpp-python),
+#   BENCH_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/demorecon-bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-5}
+DECODE_TOKENS=${DECODE_TOKENS:-128}
+THREADS=${THREADS:-2}
+FORMATS=${FORMATS:-f32}
+BENCH_CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/demorecon-bench}
+LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-llama-cpp-python}
+mkdir -p "$BENCH_CACHE"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+echo "== building the embedded benchmark (release)" >&2
+cargo build --release -q -p demorecon-embedded --example bench_embedded
+bin=target/release/examples/bench_embedded
+model=$("$bin" --print-model-path)
+"$bin" --print-prompt >"$out/prompt.txt"
+
+# Both engines get the same number of threads.
+export RAYON_NUM_THREADS=$THREADS
+
+# CPU-only llama.cpp for this machine's x86 extensions, but without AMX: -march=native would
+# enable AMX tiles, which sandboxes often do not grant (the first tileload dies with SIGILL).
+llama_cmake_args() {
+  local args="-DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF -DGGML_OPENMP=OFF"
+  args+=" -DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_NATIVE=OFF"
+  args+=" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  local flags
+  flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+  has() { [[ " $flags " == *" $1 "* ]]; }
+  has avx && args+=" -DGGML_AVX=ON"
+  has avx2 && args+=" -DGGML_AVX2=ON"
+  has fma && args+=" -DGGML_FMA=ON"
+  has f16c && args+=" -DGGML_F16C=ON"
+  has bmi2 && args+=" -DGGML_BMI2=ON"
+  has avx_vnni && args+=" -DGGML_AVX_VNNI=ON"
+  has avx512f && args+=" -DGGML_AVX512=ON"
+  has avx512vbmi && args+=" -DGGML_AVX512_VBMI=ON"
+  has avx512_vnni && args+=" -DGGML_AVX512_VNNI=ON"
+  has avx512_bf16 && args+=" -DGGML_AVX512_BF16=ON"
+  echo "$args"
+}
+
+if [[ "${SKIP_LLAMA_CPP:-0}" != 1 ]]; then
+  venv="$BENCH_CACHE/venv"
+  # The stamp records the build flags, so a change of flags rebuilds.
+  stamp="$venv/.demorecon-cmake-args"
+  if ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null || [[ "$(cat "$stamp" 2>/dev/null)" != "$(llama_cmake_args)" ]]; then
+    echo "== building llama-cpp-python from source into $venv (once; several minutes)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check cmake ninja numpy
+    PATH="$venv/bin:$PATH" CMAKE_ARGS="$(llama_cmake_args)" \
+      CMAKE_BUILD_PARALLEL_LEVEL=$THREADS \
+      "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+      --no-binary=llama-cpp-python "$LLAMA_CPP_PYTHON"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$LLAMA_CPP_PYTHON"
+    llama_cmake_args >"$stamp"
+  fi
+fi
+
+# The two engines run back to back so they see the same machine load.
+for format in $FORMATS; do
+  echo "== demorecon-embedded, weights as $format" >&2
+  "$bin" --model "$model" --format "$format" --decode-tokens "$DECODE_TOKENS" --runs "$RUNS" | tee -a "$out/ours.jsonl"
+done
+
+if [[ "${SKIP_LLAMA_CPP:-0}" != 1 ]]; then
+  echo "== llama.cpp (llama-cpp-python $("$venv/bin/python" -c 'import llama_cpp; print(llama_cpp.__version__)'))" >&2
+  "$venv/bin/python" - "$model" "$out/prompt.txt" "$DECODE_TOKENS" "$RUNS" "$THREADS" <<'PY' | tee "$out/llama.json"
+import json, resource, statistics, sys, time
+import numpy as np
+from llama_cpp import Llama, __version__
+
+model, prompt_file, decode_tokens, runs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+prompt = open(prompt_file, encoding="utf-8").read()
+t0 = time.perf_counter()
+llm = Llama(model_path=model, n_threads=threads, n_threads_batch=threads, n_ctx=2048, n_batch=512, verbose=False)
+load_s = time.perf_counter() - t0
+tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+prefill, decode = [], []
+for run in range(runs + 1):  # run 0 warms up
+    llm.reset()
+    start = time.perf_counter()
+    llm.eval(tokens)
+    prefill_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(decode_tokens):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        llm.eval([token])
+    decode_s = time.perf_counter() - start
+    if run > 0:
+        prefill.append(len(tokens) / prefill_s)
+        decode.append(decode_tokens / decode_s)
+print(json.dumps({
+    "engine": "llama.cpp", "version": __version__, "threads": threads,
+    "prompt_tokens": len(tokens), "decode_tokens": decode_tokens, "runs": runs, "load_s": load_s,
+    "prefill_tok_s": statistics.median(prefill), "decode_tok_s": statistics.median(decode),
+    "prefill_tok_s_all": prefill, "decode_tok_s_all": decode,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))
+PY
+fi
+
+python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+ours = [json.loads(l) for l in open(os.path.join(out, "ours.jsonl")) if l.strip()]
+llama = None
+if os.path.exists(os.path.join(out, "llama.json")):
+    text = open(os.path.join(out, "llama.json")).read().strip()
+    llama = json.loads(text) if text else None
+print()
+print(f"{'engine':<34} {'prompt':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MiB':>13}")
+rows = [(f"demorecon-embedded ({o['format']})", o) for o in ours]
+if llama:
+    rows.append((f"llama.cpp {llama['version']}", llama))
+for name, r in rows:
+    print(f"{name:<34} {r['prompt_tokens']:>6} {r['prefill_tok_s']:>14.1f} {r['decode_tok_s']:>13.1f} {r['peak_rss_mb'] or 0:>13.0f}")
+if llama:
+    for o in ours:
+        print(f"ratio ours({o['format']})/llama.cpp: decode {o['decode_tok_s'] / llama['decode_tok_s']:.2f}x, "
+              f"prefill {o['prefill_tok_s'] / llama['prefill_tok_s']:.2f}x")
+PY
