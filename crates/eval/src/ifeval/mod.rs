@@ -329,21 +329,6 @@ pub fn evaluate(
             }
         })
         .collect();
-    let needs_langid = inputs
-        .iter()
-        .flat_map(|r| &r.instruction_id_list)
-        .any(|id| {
-            matches!(
-                id.as_str(),
-                "language:response_language"
-                    | "change_case:english_capital"
-                    | "change_case:english_lowercase"
-            )
-        });
-    if needs_langid {
-        // Loading the language profiles takes a while; do it beside the scoring work.
-        std::thread::spawn(demorecon_checks::langid::warm_up);
-    }
     let verdicts = score_parallel(inputs, &texts)?;
     let mut strict = Vec::with_capacity(inputs.len());
     let mut loose = Vec::with_capacity(inputs.len());
