@@ -11,6 +11,7 @@
 use regex::Regex;
 use serde_json::Value;
 
+use crate::pattern::{Pattern, cached_regex};
 use crate::{langid, punkt, pyjson, pystr, treebank};
 
 /// Every IFEval instruction id, in the reference registry's order.
@@ -81,15 +82,15 @@ impl Relation {
 #[derive(Debug, Clone)]
 pub enum Constraint {
     /// Every keyword is found (case-insensitive regex search).
-    KeywordsExistence { keywords: Vec<Regex> },
+    KeywordsExistence { keywords: Vec<Pattern> },
     /// Case-insensitive regex match count compared to `frequency`.
     KeywordsFrequency {
-        keyword: Regex,
+        keyword: Pattern,
         frequency: u64,
         relation: Relation,
     },
     /// No forbidden word appears between word boundaries (case-insensitive).
-    ForbiddenWords { words: Vec<Regex> },
+    ForbiddenWords { words: Vec<Pattern> },
     /// Count of `letter` (lowercased) in the lowercased response compared to `frequency`.
     LetterFrequency {
         letter: String,
@@ -266,7 +267,13 @@ impl<'a> Kwargs<'a> {
     }
 
     fn regex(&self, key: &str, pattern: &str) -> Result<Regex, CheckError> {
-        Regex::new(pattern)
+        cached_regex(pattern)
+            .map_err(|e| self.bad(key, format!("not a usable regular expression: {e}")))
+    }
+
+    /// `(?i)` + `keyword` as a [`Pattern`].
+    fn ignore_case(&self, key: &str, keyword: &str) -> Result<Pattern, CheckError> {
+        Pattern::ignore_case(keyword)
             .map_err(|e| self.bad(key, format!("not a usable regular expression: {e}")))
     }
 
@@ -309,13 +316,13 @@ impl Constraint {
                 let keywords = kw.strings("keywords")?;
                 let keywords = keywords
                     .into_iter()
-                    .map(|k| kw.regex("keywords", &format!("(?i){k}")))
+                    .map(|k| kw.ignore_case("keywords", k))
                     .collect::<Result<_, _>>()?;
                 Constraint::KeywordsExistence { keywords }
             }
             "keywords:frequency" => {
                 let keyword = pystr::strip(kw.non_empty_string("keyword")?);
-                let keyword = kw.regex("keyword", &format!("(?i){keyword}"))?;
+                let keyword = kw.ignore_case("keyword", keyword)?;
                 let frequency = kw.count("frequency")?;
                 let relation = kw.relation("relation")?;
                 Constraint::KeywordsFrequency {
@@ -328,7 +335,7 @@ impl Constraint {
                 let words = kw.strings("forbidden_words")?;
                 let words = words
                     .into_iter()
-                    .map(|w| kw.regex("forbidden_words", &format!("(?i){w}")))
+                    .map(|w| kw.ignore_case("forbidden_words", w))
                     .collect::<Result<_, _>>()?;
                 Constraint::ForbiddenWords { words }
             }
@@ -483,7 +490,7 @@ impl Constraint {
                 keyword,
                 frequency,
                 relation,
-            } => relation.holds(keyword.find_iter(response).count() as u64, *frequency),
+            } => relation.holds(keyword.count(response) as u64, *frequency),
             Constraint::ForbiddenWords { words } => {
                 !words.iter().any(|w| has_bounded_match(w, response))
             }
@@ -612,18 +619,18 @@ impl EnglishOrFailed for Result<String, langid::DetectError> {
 
 /// `re.search(r"\b" + word + r"\b", text, re.IGNORECASE)` with Python's `\b`: some match of
 /// `word` starts and ends on a word boundary.
-fn has_bounded_match(word: &Regex, text: &str) -> bool {
+fn has_bounded_match(word: &Pattern, text: &str) -> bool {
     let mut pos = 0;
     while pos <= text.len() {
-        let Some(m) = word.find_at(text, pos) else {
+        let Some((start, end)) = word.find_at(text, pos) else {
             return false;
         };
-        if pystr::is_boundary(text, m.start()) && pystr::is_boundary(text, m.end()) {
+        if pystr::is_boundary(text, start) && pystr::is_boundary(text, end) {
             return true;
         }
         // Retry from the next character after this match's start.
-        let step = text[m.start()..].chars().next().map_or(1, char::len_utf8);
-        pos = m.start() + step;
+        let step = text[start..].chars().next().map_or(1, char::len_utf8);
+        pos = start + step;
     }
     false
 }

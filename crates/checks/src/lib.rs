@@ -6,10 +6,12 @@
 //! verify step, other benchmarks) need the same semantics: [`punkt`] (NLTK's English sentence
 //! splitter with its trained parameters embedded), [`treebank`] (NLTK's `word_tokenize`),
 //! [`langid`] (Python langdetect's language id), [`pyjson`] (whether Python's `json.loads`
-//! accepts a text) and [`pystr`] (Python string and regex-class semantics).
+//! accepts a text) and [`pystr`] (Python string and regex-class semantics) and [`pattern`] (the keyword checks'
+//! case-insensitive patterns).
 
 pub mod ifeval;
 pub mod langid;
+pub mod pattern;
 pub mod punkt;
 pub mod pyjson;
 pub mod pystr;
