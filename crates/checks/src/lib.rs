@@ -9,6 +9,7 @@
 //! accepts a text) and [`pystr`] (Python string and regex-class semantics) and [`pattern`] (the keyword checks'
 //! case-insensitive patterns).
 
+mod fxhash;
 pub mod ifeval;
 pub mod langid;
 pub mod pattern;

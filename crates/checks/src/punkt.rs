@@ -18,6 +18,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::fxhash::FxBuild;
 use crate::pystr;
 
 const ABBREV_TYPES: &str = include_str!("../data/punkt_tab/english/abbrev_types.txt");
@@ -39,10 +40,10 @@ const ORTHO_LC: u32 = ORTHO_BEG_LC + ORTHO_MID_LC + ORTHO_UNK_LC;
 /// per-entry allocation.
 #[derive(Debug, Default)]
 pub struct PunktParams<'p> {
-    abbrev_types: HashSet<&'p str>,
-    collocations: HashSet<(&'p str, &'p str)>,
-    sent_starters: HashSet<&'p str>,
-    ortho_context: HashMap<&'p str, u32>,
+    abbrev_types: HashSet<&'p str, FxBuild>,
+    collocations: HashSet<(&'p str, &'p str), FxBuild>,
+    sent_starters: HashSet<&'p str, FxBuild>,
+    ortho_context: HashMap<&'p str, u32, FxBuild>,
 }
 
 /// Lines of a `punkt_tab` text file, as NLTK's `TabDecoder` reads them (one entry per line,

@@ -24,6 +24,8 @@ use std::sync::LazyLock;
 
 use langdetect::text;
 
+use crate::fxhash::FxBuild;
+
 use random::PyRandom;
 use table::Profiles;
 
@@ -133,7 +135,7 @@ struct Scratch {
     /// For each position in `ngrams`: its row in `dense`, or `UNBUILT`.
     row_at: Vec<u32>,
     /// Row in `dense` of each n-gram drawn so far.
-    built: HashMap<u32, u32>,
+    built: HashMap<u32, u32, FxBuild>,
 }
 
 const UNBUILT: u32 = u32::MAX;
