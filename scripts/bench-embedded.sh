@@ -62,7 +62,7 @@ if [[ "${SKIP_LLAMA_CPP:-0}" != 1 ]]; then
     "$venv/bin/python" -m pip install -q --disable-pip-version-check cmake ninja numpy
     PATH="$venv/bin:$PATH" CMAKE_ARGS="$(llama_cmake_args)" \
       CMAKE_BUILD_PARALLEL_LEVEL=$THREADS \
-      "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+      "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps --no-cache-dir \
       --no-binary=llama-cpp-python "$LLAMA_CPP_PYTHON"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "$LLAMA_CPP_PYTHON"
     llama_cmake_args >"$stamp"
