@@ -15,7 +15,7 @@
 //! nentries x count:u32                                   the n-gram's count in that language
 //! nentries x lang:u8                                     the language's index
 //! pad to 4
-//! (1 << hash_bits) x slot:u32                            open-addressing index: key index + 1
+//! (1 << hash_bits) x slot:u32       open addressing: key index + 1 (low 17 bits), fingerprint
 //! ```
 
 use std::env;
@@ -31,12 +31,13 @@ fn pack(chars: &[char]) -> u64 {
     k
 }
 
-/// Must equal `langid::table::slot_of`.
-fn slot_of(key: u64, bits: u32) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+/// Must equal `langid::table::slot_of`: the home slot and a 15-bit fingerprint of a key.
+fn slot_of(key: u64, bits: u32) -> (usize, u32) {
+    let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> (64 - bits)) as usize, ((h >> 8) & 0x7FFF) as u32)
 }
 
-const HASH_BITS: u32 = 18;
+const HASH_BITS: u32 = 17;
 
 fn main() {
     let dir =
@@ -95,14 +96,15 @@ fn main() {
     starts.push(triples.len() as u32);
 
     let size = 1usize << HASH_BITS;
-    assert!(keys.len() * 2 < size);
+    // At most three quarters full; key index + 1 must fit the slot's low 17 bits.
+    assert!(keys.len() * 4 < size * 3 && keys.len() < (1 << 17) - 1);
     let mut slots = vec![0u32; size];
     for (i, &k) in keys.iter().enumerate() {
-        let mut s = slot_of(k, HASH_BITS);
+        let (mut s, fp) = slot_of(k, HASH_BITS);
         while slots[s] != 0 {
             s = (s + 1) & (size - 1);
         }
-        slots[s] = i as u32 + 1;
+        slots[s] = (i as u32 + 1) | (fp << 17);
     }
 
     let mut out = b"LDT1".to_vec();

@@ -189,13 +189,14 @@ fn detect_block(p: &Profiles, text: &str, s: &mut Scratch) -> Result<Vec<f64>, D
                         "ZeroDivisionError: float division by zero".into(),
                     ));
                 }
-                let mut maxp = 0.0f64;
+                // Dividing, then taking the maximum in a separate pass, lets both vectorise;
+                // `maxp` is only compared with the threshold, so the order of comparisons
+                // does not matter, and NaN never wins with `f64::max` nor with Python's
+                // `if maxp < p`.
                 for x in prob.iter_mut() {
                     *x /= total;
-                    if maxp < *x {
-                        maxp = *x;
-                    }
                 }
+                let maxp = prob.iter().fold(0.0f64, |m, &x| m.max(x));
                 if maxp > CONV_THRESHOLD || i >= ITERATION_LIMIT {
                     break;
                 }

@@ -15,10 +15,13 @@ pub(super) fn pack(chars: &[char]) -> u64 {
     k
 }
 
-/// The hash index slot of a key (must equal `build.rs`'s `slot_of`).
+/// The home slot and 15-bit fingerprint of a key (must equal `build.rs`'s `slot_of`). The
+/// fingerprint, kept in the slot's high bits, lets most probes of absent n-grams (the common
+/// case) end without reading the key array.
 #[inline]
-fn slot_of(key: u64, bits: u32) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+fn slot_of(key: u64, bits: u32) -> (usize, u32) {
+    let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> (64 - bits)) as usize, ((h >> 8) & 0x7FFF) as u32)
 }
 
 #[inline]
@@ -96,14 +99,15 @@ impl Profiles {
     #[inline]
     pub(super) fn find(&self, key: u64) -> Option<u32> {
         let mask = (1usize << self.hash_bits) - 1;
-        let mut s = slot_of(key, self.hash_bits);
+        let (mut s, fp) = slot_of(key, self.hash_bits);
         loop {
             let v = u32_at(self.slots, 4 * s);
             if v == 0 {
                 return None;
             }
-            if u64_at(self.keys, 8 * (v as usize - 1)) == key {
-                return Some(v - 1);
+            let index = (v & 0x1_FFFF) - 1;
+            if v >> 17 == fp && u64_at(self.keys, 8 * index as usize) == key {
+                return Some(index);
             }
             s = (s + 1) & mask;
         }

@@ -458,17 +458,33 @@ pub fn summarize(rows: &[RowResult]) -> ModeSummary {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
-    // Write to a temporary name and rename, so a reader never sees a half-written file.
+/// Writes a file through `fill`, to a temporary name then renamed, so a reader never sees a
+/// half-written file. Writing through a buffer (rather than building the whole text first)
+/// keeps the output files out of peak memory.
+fn write_file(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), EvalError> {
     let tmp = path.with_extension("tmp");
     let err = |source| EvalError::Write {
         path: path.into(),
         source,
     };
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    drop(f);
+    let f = std::fs::File::create(&tmp).map_err(err)?;
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+    fill(&mut w).map_err(err)?;
+    w.flush().map_err(err)?;
+    drop(w);
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Writes rows as JSON lines (the reference's format).
+fn write_rows(w: &mut dyn Write, rows: &[RowResult]) -> std::io::Result<()> {
+    for r in rows {
+        serde_json::to_writer(&mut *w, r)?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 /// Rows as JSON lines (the reference's format).
@@ -492,11 +508,12 @@ pub fn write_outputs(dir: &Path, ev: &Evaluation) -> Result<Vec<PathBuf>, EvalEr
     let strict = dir.join("eval_results_strict.jsonl");
     let loose = dir.join("eval_results_loose.jsonl");
     let summary = dir.join("summary.json");
-    write_file(&strict, rows_jsonl(&ev.strict).as_bytes())?;
-    write_file(&loose, rows_jsonl(&ev.loose).as_bytes())?;
-    let mut s = serde_json::to_string_pretty(&ev.summary).unwrap_or_default();
-    s.push('\n');
-    write_file(&summary, s.as_bytes())?;
+    write_file(&strict, |w| write_rows(w, &ev.strict))?;
+    write_file(&loose, |w| write_rows(w, &ev.loose))?;
+    write_file(&summary, |w| {
+        serde_json::to_writer_pretty(&mut *w, &ev.summary)?;
+        w.write_all(b"\n")
+    })?;
     Ok(vec![strict, loose, summary])
 }
 
