@@ -60,10 +60,14 @@ impl<'p> PunktParams<'p> {
         let collocations = tab_lines(colloc)
             .filter_map(|l| l.split_once('\t'))
             .collect();
-        let ortho_context = tab_lines(ortho)
-            .filter_map(|l| l.split_once('\t'))
-            .filter_map(|(a, b)| b.trim().parse::<u32>().ok().map(|n| (a, n)))
-            .collect();
+        // Sized up front: growing a 20,000-entry map rehashes it several times.
+        let mut ortho_context =
+            HashMap::with_capacity_and_hasher(ortho.matches('\n').count() + 1, FxBuild::default());
+        ortho_context.extend(
+            tab_lines(ortho)
+                .filter_map(|l| l.split_once('\t'))
+                .filter_map(|(a, b)| b.trim().parse::<u32>().ok().map(|n| (a, n))),
+        );
         Self {
             abbrev_types,
             collocations,
