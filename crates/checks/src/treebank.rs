@@ -7,27 +7,41 @@
 //! look-around or possessive quantifiers (which the linear-time `regex` crate lacks) are
 //! written as scans. Python's `\s` is widened to include U+001C..U+001F, as in Python.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use regex::Regex;
 
 use crate::{punkt, pystr};
 
 struct Rule {
-    re: Regex,
+    pattern: &'static str,
+    /// Compiled on first use: with the `need` scans, many rules (the contractions above all)
+    /// never run on a given input, so their compile cost is never paid.
+    re: OnceLock<Regex>,
     rep: &'static str,
-    /// A necessary condition for `re` to match: a cheap scan that lets most sentences skip
-    /// the regex search (whose fixed cost, paid ~30 times per sentence, dominated
+    /// A necessary condition for the pattern to match: a cheap scan that lets most sentences
+    /// skip the regex search (whose fixed cost, paid ~30 times per sentence, dominated
     /// tokenizing). When it holds, the rule runs exactly as before.
     need: fn(&str) -> bool,
 }
 
-fn rule(pattern: &str, rep: &'static str, need: fn(&str) -> bool) -> Rule {
-    let pattern = pattern.replace(r"\s", &format!("[{}]", pystr::PY_SPACE_CLASS));
+fn rule(pattern: &'static str, rep: &'static str, need: fn(&str) -> bool) -> Rule {
     Rule {
-        re: Regex::new(&pattern).expect("static Treebank regex compiles"),
+        pattern,
+        re: OnceLock::new(),
         rep,
         need,
+    }
+}
+
+impl Rule {
+    fn re(&self) -> &Regex {
+        self.re.get_or_init(|| {
+            let pattern = self
+                .pattern
+                .replace(r"\s", &format!("[{}]", pystr::PY_SPACE_CLASS));
+            Regex::new(&pattern).expect("static Treebank regex compiles")
+        })
     }
 }
 
@@ -36,7 +50,7 @@ fn apply(rules: &[Rule], mut text: String) -> String {
         if !(r.need)(&text) {
             continue;
         }
-        if let std::borrow::Cow::Owned(s) = r.re.replace_all(&text, r.rep) {
+        if let std::borrow::Cow::Owned(s) = r.re().replace_all(&text, r.rep) {
             text = s;
         }
     }
