@@ -23,7 +23,7 @@ pub enum WeightFormat {
     /// Dequantized to f16 at load.
     F16,
     /// Re-quantized to Q8_0 at load (candle has SIMD kernels for Q8_0 but not for Q4_1).
-    /// The fastest measured; the requantization error is under a tenth of Q4_1's own step.
+    /// The fastest measured; each weight moves by at most 1/254 of its block's largest magnitude.
     #[default]
     Q8_0,
     /// Q8_0 with the input dimension zero-padded to a multiple of 256, which is what candle's
