@@ -532,3 +532,61 @@ fn model_fetch_reports_the_verified_model() {
     );
     assert_eq!(v["already_present"], true);
 }
+
+fn shared_data() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DEMORECON_SHARED_DATA").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The IFEval "done" check through the binary: no network, no Python, the reference's files.
+#[test]
+fn eval_ifeval_reproduces_the_reference_outputs() {
+    let data = shared_data().join("ifeval");
+    let out = tempfile::tempdir().unwrap();
+    let run = bin()
+        .args(["eval", "ifeval", "--json", "--responses"])
+        .arg(data.join("input_response_data_gpt4_20231107_145030.jsonl"))
+        .arg("--input")
+        .arg(data.join("input_data_gpt4_20231107_145030.jsonl"))
+        .arg("-o")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&run.stdout).unwrap();
+    for (name, want) in [
+        ("prompt_level_strict_acc", 0.770795),
+        ("inst_level_strict_acc", 0.836930),
+        ("prompt_level_loose_acc", 0.796673),
+        ("inst_level_loose_acc", 0.856115),
+    ] {
+        let got = summary[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} missing: {summary}"));
+        assert!((got - want).abs() < 5e-7, "{name}: {got} vs {want}");
+    }
+    for mode in ["strict", "loose"] {
+        let file = format!("eval_results_{mode}.jsonl");
+        let ours = jsonl(&out.path().join(&file));
+        let reference = jsonl(&data.join("expected").join(&file));
+        assert_eq!(ours.len(), 541);
+        for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+            assert_eq!(a, b, "{mode} row {i} differs");
+        }
+    }
+}

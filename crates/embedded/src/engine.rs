@@ -27,6 +27,28 @@ const END_OF_TURN_NAMES: &[&str] = &[
     "<end_of_turn>",
 ];
 
+/// The model id of the GGUF at `path`: its file stem.
+pub fn model_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "embedded".into())
+}
+
+fn identity_with(model: String, sha256: &str, weights: WeightFormat) -> BackendIdentity {
+    BackendIdentity {
+        kind: "embedded".into(),
+        model,
+        detail: format!("{sha256}:{}", weights.as_str()),
+    }
+}
+
+/// The identity a model at `path` loaded with `weights` would have, without loading it (for
+/// answering from the cache offline). Hashes the file unless its stamp is current.
+pub fn identity_of(path: &Path, weights: WeightFormat) -> Result<BackendIdentity, LlmError> {
+    let digest = store::cached_sha256(path).map_err(|e| LlmError::Model(e.to_string()))?;
+    Ok(identity_with(model_name(path), &digest, weights))
+}
+
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -47,6 +69,7 @@ pub struct EmbeddedModel {
     name: String,
     path: PathBuf,
     sha256: Option<String>,
+    weight_format: WeightFormat,
 }
 
 impl EmbeddedModel {
@@ -96,10 +119,7 @@ impl EmbeddedModel {
         if stop_ids.is_empty() {
             anyhow::bail!("{} names no EOS token", path.display());
         }
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "embedded".into());
+        let name = model_name(path);
         Ok(Self {
             llama,
             tokenizer,
@@ -109,6 +129,7 @@ impl EmbeddedModel {
             name,
             path: path.to_path_buf(),
             sha256: None,
+            weight_format: options.weight_format,
         })
     }
 
@@ -142,11 +163,11 @@ impl EmbeddedModel {
 
     /// Who this backend is, for cache keys.
     pub fn identity(&mut self) -> Result<BackendIdentity, LlmError> {
-        Ok(BackendIdentity {
-            kind: "embedded".into(),
-            model: self.name.clone(),
-            detail: self.sha256()?,
-        })
+        Ok(identity_with(
+            self.name.clone(),
+            &self.sha256()?,
+            self.weight_format,
+        ))
     }
 
     /// The prompt text the chat template makes of `req.messages`.

@@ -52,6 +52,6 @@ pub mod template;
 pub mod tokenizer;
 
 pub use chat::EmbeddedChat;
-pub use engine::{EmbeddedModel, LoadOptions};
+pub use engine::{EmbeddedModel, LoadOptions, identity_of};
 pub use model::WeightFormat;
 pub use store::{FetchReport, StoreError, ensure_model, fetch};

@@ -47,6 +47,20 @@ impl FromStr for WeightFormat {
     }
 }
 
+impl WeightFormat {
+    /// The canonical name, as `FromStr` accepts it; part of the cache identity, because
+    /// different formats give (slightly) different logits.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quantized => "quantized",
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Q8_0 => "q8_0",
+            Self::Q8_0Padded => "q8_0_padded",
+        }
+    }
+}
+
 /// The hyper-parameters read from `<arch>.*` GGUF keys.
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {

