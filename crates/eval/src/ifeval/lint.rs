@@ -196,14 +196,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn row(key: i64, prompt: &str, ids: &[&str], kwargs: Vec<Value>) -> InputRow {
-        InputRow {
-            key,
-            prompt: prompt.into(),
-            instruction_id_list: ids.iter().map(|s| s.to_string()).collect(),
-            kwargs,
-        }
-    }
+    use crate::ifeval::tests::input as row;
 
     #[test]
     fn finds_number_contradictions_and_duplicates() {

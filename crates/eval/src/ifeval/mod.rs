@@ -542,10 +542,11 @@ pub fn write_outputs(dir: &Path, ev: &Evaluation) -> Result<Vec<PathBuf>, EvalEr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn input(key: i64, prompt: &str, ids: &[&str], kwargs: Vec<Value>) -> InputRow {
+    /// An input row for tests (shared with the lint's tests).
+    pub(crate) fn input(key: i64, prompt: &str, ids: &[&str], kwargs: Vec<Value>) -> InputRow {
         InputRow {
             key,
             prompt: prompt.into(),
