@@ -19,4 +19,11 @@ if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
 fi
 DEMORECON_BIN=target/debug/demorecon DEMORECON_VENV="$venv" scripts/check-openai-client.sh
 
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite (cargo's own last line is an empty doc-test run).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } }
+     END { printf "demorecon: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
