@@ -3,8 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context as _;
-use demorecon_llm::cache::CachedModel;
-use demorecon_llm::{ChatModel, roles::RoleName};
+use demorecon_llm::roles::RoleName;
 
 use crate::context::Context;
 
@@ -38,17 +37,13 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<()> {
-    let spec = ctx.spec_for(RoleName::Target, args.model.as_deref())?;
-    let backend = ctx.backend(&spec)?;
+    // The same cached, metered model every command gets: a repeated request is answered at
+    // once from the cache, and served tokens count in the ledger under the target role.
+    let model = ctx.model_for(RoleName::Target, args.model.as_deref())?;
     let name = args
         .served_model_name
         .clone()
-        .unwrap_or_else(|| backend.identity().model);
-    // Served answers go through the call cache too: a repeated request is answered at once.
-    let model: std::sync::Arc<dyn ChatModel> = match ctx.cache()? {
-        Some(cache) => std::sync::Arc::new(CachedModel::new(backend, cache)),
-        None => backend,
-    };
+        .unwrap_or_else(|| model.identity().model);
     let state =
         demorecon_serve::AppState::new(model, name.clone(), args.api_key.clone(), args.queue);
     let app = demorecon_serve::router(state, args.max_body_bytes);

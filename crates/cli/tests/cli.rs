@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use demorecon_llm::openai::{EndpointConfig, OpenAiChat};
 use demorecon_llm::{ChatModel, ChatRequest, Message, ResponseFormat};
+use demorecon_testkit::shared::{read_jsonl, shared_data};
 use serde_json::{Value, json};
 
 fn bin() -> Command {
@@ -533,22 +534,6 @@ fn model_fetch_reports_the_verified_model() {
     assert_eq!(v["already_present"], true);
 }
 
-fn shared_data() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DEMORECON_SHARED_DATA").filter(|v| !v.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The IFEval "done" check through the binary: no network, no Python, the reference's files.
 #[test]
 fn eval_ifeval_reproduces_the_reference_outputs() {
@@ -582,8 +567,8 @@ fn eval_ifeval_reproduces_the_reference_outputs() {
     }
     for mode in ["strict", "loose"] {
         let file = format!("eval_results_{mode}.jsonl");
-        let ours = jsonl(&out.path().join(&file));
-        let reference = jsonl(&data.join("expected").join(&file));
+        let ours = read_jsonl(&out.path().join(&file));
+        let reference = read_jsonl(&data.join("expected").join(&file));
         assert_eq!(ours.len(), 541);
         for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
             assert_eq!(a, b, "{mode} row {i} differs");

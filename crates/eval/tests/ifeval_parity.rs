@@ -7,29 +7,8 @@
 use std::path::PathBuf;
 
 use demorecon_eval::ifeval::{self, ScoreOptions};
+use demorecon_testkit::shared::{read_jsonl, shared_data};
 use serde_json::Value;
-
-fn shared_data() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DEMORECON_SHARED_DATA").filter(|v| !v.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(
-        dir.join("ifeval").is_dir(),
-        "shared benchmark data not found at {} (set DEMORECON_SHARED_DATA)",
-        dir.display()
-    );
-    dir
-}
-
-fn read_rows(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// Compares two output files as parsed JSON, row by row, naming the first differing key.
 fn compare_rows(mode: &str, ours: &[Value], expected: &[Value]) -> Vec<String> {
@@ -75,8 +54,8 @@ fn gpt4_responses_match_the_reference_row_by_row() {
     let mut diffs = Vec::new();
     for mode in ["strict", "loose"] {
         let name = format!("eval_results_{mode}.jsonl");
-        let ours = read_rows(&out.path().join(&name));
-        let expected = read_rows(&data.join("expected").join(&name));
+        let ours = read_jsonl(&out.path().join(&name));
+        let expected = read_jsonl(&data.join("expected").join(&name));
         assert_eq!(ours.len(), 541);
         diffs.extend(compare_rows(mode, &ours, &expected));
     }

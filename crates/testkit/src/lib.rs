@@ -4,7 +4,10 @@
 //! real peer for the HTTP backend, and misbehaves on request: error statuses, 429 with
 //! `Retry-After`, stalls, malformed or truncated bodies, dropped connections. Every request is
 //! counted and recorded (time, body, auth header), and the peak number in flight is tracked, so
-//! tests can prove retries, cool-downs and limits against a real socket.
+//! tests can prove retries, cool-downs and limits against a real socket. [`shared`] locates
+//! the shared benchmark data the tests read in place.
+
+pub mod shared;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
