@@ -1,0 +1,504 @@
+//! Stage 6, build: turn the run's state into the files people use, always in input order (so
+//! the same state gives the same bytes) and always by atomic replacement.
+//!
+//! Per-stage records go to the run folder (`seeds.jsonl`, `filter.jsonl`,
+//! `decompositions.jsonl`, `variants.jsonl`, `responses.jsonl`, `verdicts.jsonl`,
+//! `quarantine.jsonl`); training and evaluation data to `datasets/`:
+//! SFT (`sft_fgiv_a.jsonl`, `sft_fgiv_r.jsonl`: `messages`), DPO (`dpo_fgiv_a.jsonl`,
+//! `dpo_fgiv_r.jsonl`: TRL's conversational `prompt`/`chosen`/`rejected`, the seed's response
+//! rejected), the FGIV-Eval split (`fgiv_eval.jsonl`) and its detection set
+//! (`fgiv_detection.jsonl`). Splits are by seed: an FGIV-Eval seed contributes no row to any
+//! training file.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use demorecon_data::jsonl::{to_jsonl, write_atomic};
+use demorecon_data::{RunState, Seed, records::variant_id};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::ask::PipelineError;
+use crate::manifest::Counts;
+use crate::records::{
+    CallRecord, Decomposition, FilterResult, Outcome, ResponseRecord, Variant, Verdict, stage,
+};
+use crate::runner::Shard;
+
+/// The paper's FGIV-Eval size: 170 seeds with 4 variants each.
+pub const PAPER_EVAL_SEEDS: usize = 170;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BuildOptions {
+    /// Put pairs in the training files even when verification did not pass them.
+    pub keep_unverified: bool,
+    /// FGIV-Eval seeds to hold out; `None`: min(170, a tenth of the decomposed seeds, at
+    /// least one), as far as there are eligible seeds.
+    pub eval_seeds: Option<usize>,
+    /// Seed of the held-out choice.
+    pub split_seed: u64,
+    #[serde(skip)]
+    pub shard: Option<Shard>,
+}
+
+/// Everything the store holds about one seed.
+pub struct SeedView {
+    pub seed: Seed,
+    pub filter: Option<Outcome<FilterResult>>,
+    pub decomposition: Option<Outcome<Decomposition>>,
+    pub seed_response: Option<Outcome<ResponseRecord>>,
+    pub variants: Vec<VariantView>,
+}
+
+pub struct VariantView {
+    pub id: String,
+    pub variant: Option<Outcome<Variant>>,
+    pub fgiv_a: Option<Outcome<ResponseRecord>>,
+    pub fgiv_r: Option<Outcome<ResponseRecord>>,
+    pub verdict: Option<Outcome<Verdict>>,
+}
+
+impl SeedView {
+    pub fn response(&self) -> Option<&ResponseRecord> {
+        self.seed_response.as_ref().and_then(Outcome::done)
+    }
+}
+
+impl VariantView {
+    pub fn valid(&self) -> Option<&Variant> {
+        self.variant
+            .as_ref()
+            .and_then(Outcome::done)
+            .filter(|v| v.valid)
+    }
+    fn verdict(&self) -> Option<&Verdict> {
+        self.verdict.as_ref().and_then(Outcome::done)
+    }
+}
+
+/// What `build` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub counts: Counts,
+    /// Calls and tokens per stage and model.
+    pub usage: BTreeMap<String, BTreeMap<String, StageUsage>>,
+    /// Rows per file written, by path relative to the run folder.
+    pub files: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StageUsage {
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+type Results = HashMap<(String, String), Value>;
+
+fn take<T: DeserializeOwned>(
+    results: &mut Results,
+    unit: &str,
+    stage: &str,
+) -> Result<Option<Outcome<T>>, PipelineError> {
+    results
+        .remove(&(unit.to_owned(), stage.to_owned()))
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| {
+                PipelineError::Other(format!(
+                    "stored {stage} result of {unit} is unreadable: {e}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Reads every in-scope seed's records from the store, in input order.
+pub fn load(state: &RunState, shard: Option<Shard>) -> Result<Vec<SeedView>, PipelineError> {
+    let mut results: Results = state
+        .all_results()?
+        .into_iter()
+        .map(|(u, s, v)| ((u, s), v))
+        .collect();
+    let mut views = Vec::new();
+    for seed in state.seeds()? {
+        if shard.is_some_and(|s| !s.contains(&seed.id)) {
+            continue;
+        }
+        let id = seed.id.clone();
+        let decomposition: Option<Outcome<Decomposition>> =
+            take(&mut results, &id, stage::DECOMPOSE)?;
+        let n = decomposition
+            .as_ref()
+            .and_then(Outcome::done)
+            .map_or(0, |d| d.sub_instructions.len());
+        let mut variants = Vec::with_capacity(n);
+        for k in 0..n {
+            let vid = variant_id(&id, k);
+            variants.push(VariantView {
+                variant: take(&mut results, &vid, stage::VARY)?,
+                fgiv_a: take(&mut results, &vid, stage::FGIV_A)?,
+                fgiv_r: take(&mut results, &vid, stage::FGIV_R)?,
+                verdict: take(&mut results, &vid, stage::VERIFY)?,
+                id: vid,
+            });
+        }
+        views.push(SeedView {
+            filter: take(&mut results, &id, stage::FILTER)?,
+            seed_response: take(&mut results, &id, stage::SEED_RESPONSE)?,
+            decomposition,
+            variants,
+            seed,
+        });
+    }
+    Ok(views)
+}
+
+/// The FGIV-Eval seeds: among seeds with exactly 4 sub-instructions and 4 valid variants,
+/// the first `n` in an order fixed by `split_seed` — independent of sharding and input order.
+pub fn eval_seed_ids(views: &[SeedView], opts: &BuildOptions) -> HashSet<String> {
+    let decomposed = views
+        .iter()
+        .filter(|v| v.decomposition.as_ref().and_then(Outcome::done).is_some())
+        .count();
+    let mut eligible: Vec<(blake3::Hash, &str)> = views
+        .iter()
+        .filter(|v| v.variants.len() == 4 && v.variants.iter().all(|x| x.valid().is_some()))
+        .map(|v| {
+            let mut h = blake3::Hasher::new();
+            h.update(&opts.split_seed.to_le_bytes());
+            h.update(v.seed.id.as_bytes());
+            (h.finalize(), v.seed.id.as_str())
+        })
+        .collect();
+    eligible.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let n = opts
+        .eval_seeds
+        .unwrap_or_else(|| PAPER_EVAL_SEEDS.min((decomposed / 10).max(1)));
+    eligible
+        .into_iter()
+        .take(n)
+        .map(|(_, id)| id.to_owned())
+        .collect()
+}
+
+fn user(content: &str) -> Value {
+    json!([{"role": "user", "content": content}])
+}
+
+fn assistant(content: &str) -> Value {
+    json!([{"role": "assistant", "content": content}])
+}
+
+fn sft_row(prompt: &str, response: &str, seed_id: &str, variant_id: Option<&str>) -> Value {
+    json!({
+        "messages": [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": response},
+        ],
+        "seed_id": seed_id,
+        "variant_id": variant_id,
+    })
+}
+
+fn status_row<T: Serialize>(key: (&str, &str), outcome: &Outcome<T>) -> Value {
+    let mut row = json!({ key.0: key.1 });
+    if let (Value::Object(row), Value::Object(rest)) = (
+        &mut row,
+        serde_json::to_value(outcome).expect("records serialise"),
+    ) {
+        row.extend(rest);
+    }
+    row
+}
+
+/// Writes every file of the run folder `dir` from the store and returns what was written.
+pub fn publish(
+    dir: &Path,
+    state: &RunState,
+    opts: &BuildOptions,
+    bad_seeds: &[Value],
+) -> Result<BuildReport, PipelineError> {
+    let views = load(state, opts.shard)?;
+    let eval_ids = eval_seed_ids(&views, opts);
+
+    let mut files: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    let mut usage: BTreeMap<String, BTreeMap<String, StageUsage>> = BTreeMap::new();
+    let mut tally = |stage: &str, calls: &[CallRecord]| {
+        for c in calls {
+            let u = usage
+                .entry(stage.to_owned())
+                .or_default()
+                .entry(c.model.clone())
+                .or_default();
+            u.calls += 1;
+            u.prompt_tokens += c.prompt_tokens;
+            u.completion_tokens += c.completion_tokens;
+        }
+    };
+    files
+        .entry("quarantine.jsonl")
+        .or_default()
+        .extend(bad_seeds.iter().cloned());
+
+    for view in &views {
+        let seed_id = view.seed.id.as_str();
+        files
+            .entry("seeds.jsonl")
+            .or_default()
+            .push(serde_json::to_value(&view.seed).expect("seeds serialise"));
+        let quarantine = |unit: &str, stage: &str, q: &crate::records::Quarantine| {
+            push_quarantine(unit, seed_id, stage, q)
+        };
+        let mut quarantined = Vec::new();
+        if let Some(f) = &view.filter {
+            push_calls(&mut tally, stage::FILTER, f, |r| &r.calls);
+            if let Outcome::Quarantined(q) = f {
+                quarantined.push(quarantine(seed_id, stage::FILTER, q));
+            }
+            files
+                .entry("filter.jsonl")
+                .or_default()
+                .push(status_row(("seed_id", seed_id), f));
+        }
+        if let Some(d) = &view.decomposition {
+            push_calls(&mut tally, stage::DECOMPOSE, d, |r| &r.calls);
+            if let Outcome::Quarantined(q) = d {
+                quarantined.push(quarantine(seed_id, stage::DECOMPOSE, q));
+            }
+            files
+                .entry("decompositions.jsonl")
+                .or_default()
+                .push(status_row(("seed_id", seed_id), d));
+        }
+        if let Some(r) = &view.seed_response {
+            push_calls(&mut tally, stage::SEED_RESPONSE, r, |r| &r.calls);
+            if let Outcome::Quarantined(q) = r {
+                quarantined.push(quarantine(seed_id, stage::SEED_RESPONSE, q));
+            }
+            let mut row = status_row(("unit", seed_id), r);
+            row["seed_id"] = json!(seed_id);
+            row["kind"] = json!("seed");
+            files.entry("responses.jsonl").or_default().push(row);
+        }
+        for v in &view.variants {
+            if let Some(o) = &v.variant {
+                push_calls(&mut tally, stage::VARY, o, |r| &r.calls);
+                if let Outcome::Quarantined(q) = o {
+                    quarantined.push(quarantine(&v.id, stage::VARY, q));
+                }
+                let mut row = status_row(("variant_id", &v.id), o);
+                row["seed_id"] = json!(seed_id);
+                files.entry("variants.jsonl").or_default().push(row);
+            }
+            for (kind, st, o) in [
+                ("fgiv_a", stage::FGIV_A, &v.fgiv_a),
+                ("fgiv_r", stage::FGIV_R, &v.fgiv_r),
+            ] {
+                if let Some(o) = o {
+                    push_calls(&mut tally, st, o, |r| &r.calls);
+                    if let Outcome::Quarantined(q) = o {
+                        quarantined.push(quarantine(&v.id, st, q));
+                    }
+                    let mut row = status_row(("unit", &v.id), o);
+                    row["seed_id"] = json!(seed_id);
+                    row["variant_id"] = json!(v.id);
+                    row["kind"] = json!(kind);
+                    files.entry("responses.jsonl").or_default().push(row);
+                }
+            }
+            if let Some(o) = &v.verdict {
+                push_calls(&mut tally, stage::VERIFY, o, |r| &r.calls);
+                if let Outcome::Quarantined(q) = o {
+                    quarantined.push(quarantine(&v.id, stage::VERIFY, q));
+                }
+                let mut row = status_row(("variant_id", &v.id), o);
+                row["seed_id"] = json!(seed_id);
+                files.entry("verdicts.jsonl").or_default().push(row);
+            }
+        }
+        files
+            .entry("quarantine.jsonl")
+            .or_default()
+            .extend(quarantined);
+
+        // Training and evaluation data.
+        let Some(seed_response) = view.response() else {
+            continue;
+        };
+        let prompt = view.seed.prompt();
+        if eval_ids.contains(seed_id) {
+            eval_rows(view, &mut files);
+            continue;
+        }
+        for (name, kind) in [("sft_fgiv_a.jsonl", "a"), ("sft_fgiv_r.jsonl", "r")] {
+            let rows = files.entry(name).or_default();
+            rows.push(sft_row(&prompt, &seed_response.text, seed_id, None));
+            for v in &view.variants {
+                if let Some((variant, response)) = pair(v, kind, opts.keep_unverified) {
+                    rows.push(sft_row(&variant.prompt, response, seed_id, Some(&v.id)));
+                }
+            }
+        }
+        for (name, kind) in [("dpo_fgiv_a.jsonl", "a"), ("dpo_fgiv_r.jsonl", "r")] {
+            let rows = files.entry(name).or_default();
+            for v in &view.variants {
+                if let Some((variant, response)) = pair(v, kind, opts.keep_unverified) {
+                    rows.push(json!({
+                        "prompt": user(&variant.prompt),
+                        "chosen": assistant(response),
+                        "rejected": assistant(&seed_response.text),
+                        "seed_id": seed_id,
+                        "variant_id": v.id,
+                        "edit_kind": variant.edit_kind,
+                        "modified_sub_instruction": variant.modified_sub_instruction,
+                    }));
+                }
+            }
+        }
+    }
+
+    const ALWAYS: [&str; 14] = [
+        "seeds.jsonl",
+        "filter.jsonl",
+        "decompositions.jsonl",
+        "variants.jsonl",
+        "responses.jsonl",
+        "verdicts.jsonl",
+        "quarantine.jsonl",
+        "datasets/sft_fgiv_a.jsonl",
+        "datasets/sft_fgiv_r.jsonl",
+        "datasets/dpo_fgiv_a.jsonl",
+        "datasets/dpo_fgiv_r.jsonl",
+        "datasets/fgiv_eval.jsonl",
+        "datasets/fgiv_detection.jsonl",
+        "",
+    ];
+    let mut written = BTreeMap::new();
+    for path in ALWAYS.iter().filter(|p| !p.is_empty()) {
+        let name = path.rsplit('/').next().expect("a name");
+        let rows = files.remove(name).unwrap_or_default();
+        write_atomic(&dir.join(path), &to_jsonl(&rows)).map_err(|e| {
+            PipelineError::Other(format!("writing {}: {e}", dir.join(path).display()))
+        })?;
+        written.insert((*path).to_owned(), rows.len());
+    }
+    let counts = Counts::of(&views, bad_seeds.len(), &eval_ids, &written);
+    Ok(BuildReport {
+        counts,
+        usage,
+        files: written,
+    })
+}
+
+fn push_calls<T>(
+    tally: &mut impl FnMut(&str, &[CallRecord]),
+    stage: &str,
+    outcome: &Outcome<T>,
+    calls: impl Fn(&T) -> &Vec<CallRecord>,
+) {
+    match outcome {
+        Outcome::Done(t) => tally(stage, calls(t)),
+        Outcome::Quarantined(q) => tally(stage, &q.calls),
+    }
+}
+
+fn push_quarantine(
+    unit: &str,
+    seed_id: &str,
+    stage: &str,
+    q: &crate::records::Quarantine,
+) -> Value {
+    json!({
+        "unit": unit,
+        "seed_id": seed_id,
+        "stage": stage,
+        "kind": q.kind,
+        "reason": q.reason,
+        "raw": q.raw,
+        "calls": q.calls.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+/// A variant's training pair of one kind (`a` or `r`): the variant and its response, when the
+/// pair is valid (or `keep_unverified`).
+fn pair<'v>(
+    v: &'v VariantView,
+    kind: &str,
+    keep_unverified: bool,
+) -> Option<(&'v Variant, &'v str)> {
+    let variant = v.valid()?;
+    let response = if kind == "a" { &v.fgiv_a } else { &v.fgiv_r };
+    let response = response.as_ref().and_then(Outcome::done)?;
+    let verified = v.verdict().is_some_and(|d| {
+        if kind == "a" {
+            d.pair_valid_a
+        } else {
+            d.pair_valid_r
+        }
+    });
+    (verified || keep_unverified).then_some((variant, response.text.as_str()))
+}
+
+/// FGIV-Eval prompts (one per variant) and balanced detection rows for one held-out seed.
+fn eval_rows(view: &SeedView, files: &mut BTreeMap<&str, Vec<Value>>) {
+    let seed_id = view.seed.id.as_str();
+    let subs = view
+        .decomposition
+        .as_ref()
+        .and_then(Outcome::done)
+        .map(|d| d.sub_instructions.clone())
+        .unwrap_or_default();
+    let answers: Vec<Option<&str>> = view
+        .variants
+        .iter()
+        .map(|v| {
+            v.fgiv_a
+                .as_ref()
+                .and_then(Outcome::done)
+                .map(|r| r.text.as_str())
+        })
+        .collect();
+    for (i, v) in view.variants.iter().enumerate() {
+        let Some(variant) = v.valid() else { continue };
+        let mut sub_instructions = subs.clone();
+        if let Some(s) = sub_instructions.get_mut(variant.k) {
+            s.clone_from(&variant.modified_sub_instruction);
+        }
+        files.entry("fgiv_eval.jsonl").or_default().push(json!({
+            "seed_id": seed_id,
+            "variant_id": v.id,
+            "prompt": variant.prompt,
+            "sub_instructions": sub_instructions,
+            "modified_index": variant.k,
+            "original_sub_instruction": variant.original_sub_instruction,
+            "modified_sub_instruction": variant.modified_sub_instruction,
+            "edit_kind": variant.edit_kind,
+            "seed_prompt": view.seed.prompt(),
+        }));
+        // Detection: its own answer (yes) against a sibling's or the seed's (no), one each, so
+        // the set stays balanced.
+        let Some(own) = answers[i] else { continue };
+        let use_sibling = blake3::hash(v.id.as_bytes()).as_bytes()[0] % 2 == 0;
+        let sibling = (1..answers.len())
+            .map(|d| (i + d) % answers.len())
+            .find_map(|j| answers[j].map(|a| (a, view.variants[j].id.as_str())));
+        let negative = match (use_sibling, sibling, view.response()) {
+            (true, Some(s), _) | (false, Some(s), None) => Some(s),
+            (_, _, Some(seed)) => Some((seed.text.as_str(), seed_id)),
+            (_, None, None) => None,
+        };
+        let Some((negative, from)) = negative else {
+            continue;
+        };
+        let rows = files.entry("fgiv_detection.jsonl").or_default();
+        rows.push(json!({
+            "seed_id": seed_id, "variant_id": v.id, "prompt": variant.prompt,
+            "response": own, "response_from": v.id, "label": "yes",
+        }));
+        rows.push(json!({
+            "seed_id": seed_id, "variant_id": v.id, "prompt": variant.prompt,
+            "response": negative, "response_from": from, "label": "no",
+        }));
+    }
+}

@@ -1,0 +1,146 @@
+//! What each stage stores for a unit. Seed-level stages are keyed by `seed_id`, variant-level
+//! ones by `variant_id` (`{seed_id}/v{k}`). Every record lists the calls that made it (cache
+//! key, model, tokens), so any output row can be traced to its seed and its calls.
+
+use serde::{Deserialize, Serialize};
+
+/// Stage names as stored in the state and shown in counts.
+pub mod stage {
+    pub const FILTER: &str = "filter";
+    pub const DECOMPOSE: &str = "decompose";
+    pub const VARY: &str = "vary";
+    pub const SEED_RESPONSE: &str = "respond_seed";
+    pub const FGIV_A: &str = "respond_a";
+    pub const FGIV_R: &str = "respond_r";
+    pub const VERIFY: &str = "verify";
+}
+
+/// One model call behind a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// The call cache's key for the request.
+    pub key: String,
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// A unit's result: done, or set aside with the reason and the text that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome<T> {
+    Done(T),
+    Quarantined(Quarantine),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    /// A short category for counting: `llm_error`, `unparsable`, `too_few_sub_instructions`, ...
+    pub kind: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+    #[serde(default)]
+    pub calls: Vec<CallRecord>,
+}
+
+impl<T> Outcome<T> {
+    pub fn done(&self) -> Option<&T> {
+        match self {
+            Outcome::Done(t) => Some(t),
+            Outcome::Quarantined(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterResult {
+    pub keep: bool,
+    pub reason: String,
+    pub calls: Vec<CallRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decomposition {
+    pub facts: Vec<String>,
+    pub sub_instructions: Vec<String>,
+    pub calls: Vec<CallRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditKind {
+    Contradict,
+    Parallel,
+}
+
+/// A seed with one sub-instruction modified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    pub variant_id: String,
+    pub seed_id: String,
+    /// Index of the modified sub-instruction (0-based).
+    pub k: usize,
+    pub original_sub_instruction: String,
+    pub modified_sub_instruction: String,
+    pub edit_kind: EditKind,
+    /// The seed's words that were replaced, and what replaced them.
+    pub find: String,
+    pub replace: String,
+    /// The reconstructed instruction (empty when the edit could not be applied).
+    pub prompt: String,
+    pub valid: bool,
+    pub reason: String,
+    /// Token-level edit distance to the seed over the seed's length.
+    pub edit_ratio: f64,
+    /// The edit is past `--max-edit-ratio`: more of a rewrite than a minimal edit.
+    pub rewrite_flagged: bool,
+    pub calls: Vec<CallRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseSource {
+    /// Came with the seed file.
+    Given,
+    Generated,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseRecord {
+    pub text: String,
+    pub source: ResponseSource,
+    /// `length` when the model ran out of tokens.
+    pub finish_reason: String,
+    pub calls: Vec<CallRecord>,
+}
+
+/// Whether one response satisfies the modified requirement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    pub satisfied: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyMethod {
+    /// Decided by code checks (IFEval-style constraints); no judge call.
+    Code,
+    Judge,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub method: VerifyMethod,
+    /// The code checks that decided, when `method` is `code`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    /// The seed's response against the modified requirement (a valid pair needs `false`).
+    pub seed_response: Judgement,
+    pub fgiv_a: Option<Judgement>,
+    pub fgiv_r: Option<Judgement>,
+    pub pair_valid_a: bool,
+    pub pair_valid_r: bool,
+    pub calls: Vec<CallRecord>,
+}

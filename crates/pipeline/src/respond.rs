@@ -1,0 +1,113 @@
+//! Stage 4, respond: the seed's own response (kept from the seed file unless
+//! `--regenerate-seed-responses`), FGIV-A (the variant answered directly) and FGIV-R (the
+//! seed's response revised only where the variant differs).
+
+use demorecon_data::Seed;
+use demorecon_llm::{FinishReason, Sampling};
+use minijinja::context;
+
+use crate::ask::{StepFailure, call, request, unit_seed};
+use crate::records::{Quarantine, ResponseRecord, ResponseSource, Variant, stage};
+use crate::runner::Cx;
+
+fn sampling(cx: &Cx<'_>, unit: &str, stage: &str) -> Sampling {
+    Sampling {
+        temperature: cx.opts.response_temperature,
+        top_p: 0.9,
+        max_tokens: cx.opts.response_max_tokens,
+        stop: Vec::new(),
+        seed: unit_seed(unit, stage),
+    }
+}
+
+async fn generate(
+    cx: &Cx<'_>,
+    unit: &str,
+    stage: &str,
+    template: &str,
+    vars: minijinja::Value,
+) -> Result<ResponseRecord, StepFailure> {
+    let messages = cx.prompts.render("respond", template, vars)?;
+    let req = request(
+        messages,
+        sampling(cx, unit, stage),
+        cx.prompts.version("respond"),
+    );
+    let mut calls = Vec::new();
+    let resp = call(&cx.models.responder, &req, &mut calls).await?;
+    let text = resp.text.trim().to_owned();
+    if text.is_empty() {
+        return Err(StepFailure::Quarantine(Quarantine {
+            kind: "empty_response".into(),
+            reason: "the responder returned no text".into(),
+            raw: Some(resp.text),
+            calls,
+        }));
+    }
+    Ok(ResponseRecord {
+        text,
+        source: ResponseSource::Generated,
+        finish_reason: match resp.finish_reason {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+        .into(),
+        calls,
+    })
+}
+
+pub async fn seed(cx: &Cx<'_>, seed: &Seed) -> Result<ResponseRecord, StepFailure> {
+    if let Some(given) = seed
+        .response
+        .as_ref()
+        .filter(|_| !cx.opts.regenerate_seed_responses)
+    {
+        return Ok(ResponseRecord {
+            text: given.clone(),
+            source: ResponseSource::Given,
+            finish_reason: "given".into(),
+            calls: Vec::new(),
+        });
+    }
+    generate(
+        cx,
+        &seed.id,
+        stage::SEED_RESPONSE,
+        "answer",
+        context! { prompt => seed.prompt() },
+    )
+    .await
+}
+
+pub async fn fgiv_a(cx: &Cx<'_>, variant: &Variant) -> Result<ResponseRecord, StepFailure> {
+    generate(
+        cx,
+        &variant.variant_id,
+        stage::FGIV_A,
+        "answer",
+        context! { prompt => variant.prompt.clone() },
+    )
+    .await
+}
+
+pub async fn fgiv_r(
+    cx: &Cx<'_>,
+    seed: &Seed,
+    seed_response: &ResponseRecord,
+    variant: &Variant,
+) -> Result<ResponseRecord, StepFailure> {
+    generate(
+        cx,
+        &variant.variant_id,
+        stage::FGIV_R,
+        "revise",
+        context! {
+            seed => seed.prompt(),
+            seed_response => seed_response.text.clone(),
+            original => variant.original_sub_instruction.clone(),
+            modified => variant.modified_sub_instruction.clone(),
+            variant => variant.prompt.clone(),
+        },
+    )
+    .await
+}
