@@ -5,9 +5,14 @@
 //! `Retry-After`, stalls, malformed or truncated bodies, dropped connections. Every request is
 //! counted and recorded (time, body, auth header), and the peak number in flight is tracked, so
 //! tests can prove retries, cool-downs and limits against a real socket. [`shared`] locates
-//! the shared benchmark data the tests read in place.
+//! the shared benchmark data the tests read in place. [`instant`] is the opposite of
+//! `FaultServer`: an endpoint that answers every request at once and correctly (JSON that
+//! validates against the request's schema, built by [`synth`]), served by the
+//! `instant-endpoint` binary for pipeline throughput benchmarks.
 
+pub mod instant;
 pub mod shared;
+pub mod synth;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
