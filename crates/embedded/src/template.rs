@@ -45,6 +45,16 @@ impl ChatTemplate {
     /// The prompt text for `messages`, ending with the assistant turn's opening
     /// (`add_generation_prompt = true`).
     pub fn render(&self, messages: &[Message]) -> Result<String, minijinja::Error> {
+        self.render_with(messages, true)
+    }
+
+    /// The text for `messages`, with the assistant turn's opening appended when
+    /// `add_generation_prompt` (training renders whole conversations without it).
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, minijinja::Error> {
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| context! { role => role_name(m.role), content => m.content.as_str() })
@@ -52,7 +62,7 @@ impl ChatTemplate {
         let template = self.env.get_template(TEMPLATE_NAME)?;
         template.render(context! {
             messages => messages,
-            add_generation_prompt => true,
+            add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         })

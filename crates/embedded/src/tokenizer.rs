@@ -125,6 +125,14 @@ impl GgufTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// The Hugging Face `tokenizer.json` text of this tokenizer (with the pre-tokenizer fix),
+    /// for exporting a model that `transformers` can load.
+    pub fn to_hf_json(&self) -> anyhow::Result<String> {
+        self.inner
+            .to_string(true)
+            .map_err(|e| anyhow::anyhow!("serialising the tokenizer: {e}"))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
     }
@@ -180,7 +188,7 @@ fn byte_level_alphabet() -> HashMap<char, u8> {
     map
 }
 
-pub(crate) fn meta_str<'a>(content: &'a gguf_file::Content, key: &str) -> Option<&'a str> {
+pub fn meta_str<'a>(content: &'a gguf_file::Content, key: &str) -> Option<&'a str> {
     content
         .metadata
         .get(key)
@@ -188,7 +196,7 @@ pub(crate) fn meta_str<'a>(content: &'a gguf_file::Content, key: &str) -> Option
         .map(String::as_str)
 }
 
-pub(crate) fn meta_u32(content: &gguf_file::Content, key: &str) -> Option<u32> {
+pub fn meta_u32(content: &gguf_file::Content, key: &str) -> Option<u32> {
     content.metadata.get(key).and_then(value_u32)
 }
 

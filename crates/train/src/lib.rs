@@ -1,0 +1,351 @@
+//! `demorecon train`: SFT + DPO with LoRA on a llama-family GGUF, in Rust on candle's CPU
+//! backend, with the loss, data formats and outputs of the larger trainers (TRL, PEFT,
+//! LLaMA-Factory) so a run can move up to them unchanged.
+//!
+//! - [`data`] reads TRL's preference and SFT JSONL and tokenizes it through the model's chat
+//!   template with assistant-token labels; `--max-length` cuts are counted.
+//! - [`model`] is the trainable llama (frozen f32 base from the GGUF, LoRA `Var`s), built from
+//!   the differentiable ops in [`ops`].
+//! - [`loss`] is sigmoid DPO + `sft_weight` × NLL of the chosen response (TRL's `rpo_alpha`).
+//! - [`refcache`] keeps the reference model's log-probabilities on disk across runs.
+//! - [`optim`] (AdamW, warm-up + cosine, clipping, seeded order), [`checkpoint`] and
+//!   [`trainer`] run the optimisation with exact resume.
+//! - [`export`] writes the PEFT adapter, the merged GGUF and the Hugging Face folder, and
+//!   applies a PEFT adapter to a GGUF (`serve --adapter`).
+//!
+//! [`run`] ties them together for the CLI.
+
+pub mod checkpoint;
+pub mod data;
+pub mod export;
+pub mod loss;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod refcache;
+pub mod tiny;
+pub mod trainer;
+
+use anyhow::Context as _;
+use candle_core::quantized::gguf_file;
+use data::{ChatEncoder, Example, RawRow, TruncationReport};
+use demorecon_embedded::model::LlamaConfig;
+use demorecon_embedded::tokenizer::meta_str;
+use loss::Mode;
+use model::{LoraSpec, TrainLlama};
+use refcache::{ModelKey, RefCache};
+use std::path::{Path, PathBuf};
+use trainer::{TrainConfig, TrainOutcome};
+
+/// Everything `demorecon train` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub dpo: Option<PathBuf>,
+    pub sft: Option<PathBuf>,
+    /// The base GGUF.
+    pub base: PathBuf,
+    pub out: PathBuf,
+    pub lora: LoraSpec,
+    pub train: TrainConfig,
+    pub max_length: usize,
+    pub resume: bool,
+    /// The reference log-prob cache file (`None`: keep it in memory only).
+    pub ref_cache: Option<PathBuf>,
+    /// Write the merged model as GGUF to `out/model.gguf`.
+    pub merged_gguf: bool,
+    /// Write the merged model as a Hugging Face folder here.
+    pub export_hf: Option<PathBuf>,
+}
+
+/// What a run did, for the CLI to print.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub pairs: usize,
+    pub sft_rows: usize,
+    pub truncation: TruncationReport,
+    pub reference_reused: usize,
+    pub reference_computed: usize,
+    pub outcome: TrainOutcome,
+    pub adapter_dir: Option<PathBuf>,
+    pub merged_gguf: Option<PathBuf>,
+    pub hf_dir: Option<PathBuf>,
+}
+
+/// A loaded base model: its GGUF header, config, weights, tokenizer and cache identity.
+pub struct Base {
+    pub path: PathBuf,
+    pub content: gguf_file::Content,
+    pub config: LlamaConfig,
+    pub weights: model::BaseWeights,
+    pub encoder: ChatEncoder,
+    pub key: ModelKey,
+}
+
+impl Base {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let content = gguf_file::Content::read(&mut file)
+            .with_context(|| format!("{} is not a readable GGUF", path.display()))?;
+        let arch = meta_str(&content, "general.architecture").unwrap_or("llama");
+        if arch != "llama" {
+            anyhow::bail!(
+                "{} is a `{arch}` model; training supports llama-family GGUFs",
+                path.display()
+            );
+        }
+        let config = LlamaConfig::from_gguf(&content)?;
+        let encoder = ChatEncoder::from_gguf(&content)?;
+        let weights = model::read_base(&content, &mut file)?;
+        let model_sha256 = demorecon_embedded::store::cached_sha256(path)
+            .map_err(|e| anyhow::anyhow!("hashing {}: {e}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            key: ModelKey {
+                model_sha256,
+                tokenizer_digest: tokenizer_digest(&content),
+            },
+            content,
+            config,
+            weights,
+            encoder,
+        })
+    }
+
+    /// A name for the base in exported configs: the GGUF's `general.name`, else its stem.
+    pub fn name(&self) -> String {
+        meta_str(&self.content, "general.name")
+            .map(String::from)
+            .unwrap_or_else(|| demorecon_embedded::engine::model_name(&self.path))
+    }
+}
+
+/// blake3 of the tokenizer metadata and chat template (what turns text into ids).
+pub fn tokenizer_digest(content: &gguf_file::Content) -> String {
+    let mut keys: Vec<&String> = content
+        .metadata
+        .keys()
+        .filter(|k| k.starts_with("tokenizer."))
+        .collect();
+    keys.sort();
+    let mut h = blake3::Hasher::new();
+    for key in keys {
+        h.update(key.as_bytes());
+        h.update(format!("{:?}", content.metadata[key]).as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// Reads the data files `opts` names for its mode.
+pub fn read_rows(opts: &RunOptions) -> anyhow::Result<Vec<RawRow>> {
+    let mode = opts.train.mode;
+    if opts.dpo.is_none() && opts.sft.is_none() {
+        anyhow::bail!("give --dpo FILE and/or --sft FILE");
+    }
+    if mode.uses_dpo() && opts.dpo.is_none() {
+        anyhow::bail!("--mode {} needs --dpo FILE", mode.as_str());
+    }
+    if mode == Mode::Dpo && opts.sft.is_some() {
+        anyhow::bail!("--mode dpo trains on pairs only; use --mode sft+dpo to add --sft rows");
+    }
+    let mut rows = Vec::new();
+    if let Some(path) = &opts.dpo {
+        rows.extend(data::read_jsonl(path, data::parse_pair)?);
+    }
+    if let Some(path) = &opts.sft {
+        rows.extend(data::read_jsonl(path, data::parse_sft)?);
+    }
+    Ok(rows)
+}
+
+/// blake3 of the settings that shape the optimisation and of the tokenized data: a
+/// checkpoint only resumes a run with the same fingerprint.
+pub fn fingerprint(
+    key: &ModelKey,
+    lora: &LoraSpec,
+    cfg: &TrainConfig,
+    max_length: usize,
+    examples: &[Example],
+) -> String {
+    let mut h = blake3::Hasher::new();
+    let settings = format!(
+        "{key:?}|{lora:?}|{:?}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{max_length}",
+        cfg.mode,
+        cfg.beta,
+        cfg.sft_weight,
+        cfg.lr,
+        cfg.warmup_steps,
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.grad_accum,
+        cfg.max_grad_norm,
+        cfg.seed,
+        cfg.adamw,
+        examples.len()
+    );
+    h.update(settings.as_bytes());
+    for e in examples {
+        h.update(format!("{e:?}").as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// Loads, trains and exports, as `demorecon train` does. `log` receives progress lines.
+pub fn run(opts: &RunOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<RunReport> {
+    let rows = read_rows(opts)?;
+    let base = Base::load(&opts.base)?;
+    let mode = opts.train.mode;
+    let (examples, truncation) =
+        data::tokenize(&base.encoder, &rows, opts.max_length, mode == Mode::Sft)?;
+    let pairs = examples
+        .iter()
+        .filter(|e| matches!(e, Example::Pair { .. }))
+        .count();
+    let sft_rows = examples.len() - pairs;
+    log(&format!(
+        "{} rows: {pairs} preference pairs, {sft_rows} SFT rows; --max-length {} truncated {} \
+         sequences ({} tokens){}",
+        rows.len(),
+        opts.max_length,
+        truncation.sequences_truncated,
+        truncation.tokens_cut,
+        if truncation.rows_dropped > 0 {
+            format!(
+                " and dropped {} rows with nothing left to train on",
+                truncation.rows_dropped
+            )
+        } else {
+            String::new()
+        }
+    ));
+    if examples.is_empty() {
+        anyhow::bail!("no trainable rows left");
+    }
+    let model = TrainLlama::new(
+        base.config.clone(),
+        &base.weights,
+        opts.lora.clone(),
+        opts.train.seed,
+    )?;
+    let mut cache = match &opts.ref_cache {
+        Some(path) => RefCache::open(path)?,
+        None => RefCache::in_memory(),
+    };
+    let before = cache.len();
+    let references = if mode.uses_dpo() {
+        trainer::reference_logps(
+            &model,
+            &examples,
+            &base.key,
+            &mut cache,
+            opts.train.progress,
+        )?
+    } else {
+        vec![None; examples.len()]
+    };
+    let reference_computed = cache.len() - before;
+    let reference_reused = 2 * pairs * usize::from(mode.uses_dpo()) - reference_computed;
+    if mode.uses_dpo() {
+        log(&format!(
+            "reference log-probs: {reference_reused} reused from the cache, {reference_computed} computed"
+        ));
+    }
+    let fp = fingerprint(
+        &base.key,
+        &opts.lora,
+        &opts.train,
+        opts.max_length,
+        &examples,
+    );
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    write_run_config(opts, &base)?;
+    let outcome = trainer::train(
+        &model,
+        &examples,
+        &references,
+        &opts.train,
+        &opts.out,
+        opts.resume,
+        &fp,
+    )?;
+    if outcome.resumed_from > 0 {
+        log(&format!("resumed after step {}", outcome.resumed_from));
+    }
+    let mut report = RunReport {
+        pairs,
+        sft_rows,
+        truncation,
+        reference_reused,
+        reference_computed,
+        outcome,
+        adapter_dir: None,
+        merged_gguf: None,
+        hf_dir: None,
+    };
+    if !report.outcome.finished {
+        return Ok(report);
+    }
+    let lora_pairs = export::model_pairs(&model);
+    let adapter_dir = opts.out.join("adapter");
+    export::write_peft_adapter(
+        &adapter_dir,
+        &base.config,
+        &lora_pairs,
+        opts.lora.rank,
+        opts.lora.alpha,
+        opts.lora.dropout,
+        &base.name(),
+    )?;
+    report.adapter_dir = Some(adapter_dir);
+    if opts.merged_gguf || opts.export_hf.is_some() {
+        let merged = export::merged_matrices(&base.weights, &lora_pairs, opts.lora.scale())?;
+        if opts.merged_gguf {
+            let path = opts.out.join("model.gguf");
+            export::write_merged_gguf(&base.path, &path, &merged, "-demorecon")?;
+            report.merged_gguf = Some(path);
+        }
+        if let Some(dir) = &opts.export_hf {
+            export::write_hf(
+                dir,
+                &base.content,
+                &base.weights,
+                &merged,
+                &base.encoder.tokenizer.to_hf_json()?,
+            )?;
+            report.hf_dir = Some(dir.clone());
+        }
+    }
+    Ok(report)
+}
+
+fn write_run_config(opts: &RunOptions, base: &Base) -> anyhow::Result<()> {
+    let cfg = &opts.train;
+    let value = serde_json::json!({
+        "base": base.path.display().to_string(),
+        "base_sha256": base.key.model_sha256,
+        "dpo": opts.dpo.as_ref().map(|p| p.display().to_string()),
+        "sft": opts.sft.as_ref().map(|p| p.display().to_string()),
+        "mode": cfg.mode.as_str(),
+        "beta": cfg.beta,
+        "sft_weight": cfg.sft_weight,
+        "lr": cfg.lr,
+        "warmup_steps": cfg.warmup_steps,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "grad_accum": cfg.grad_accum,
+        "max_grad_norm": cfg.max_grad_norm,
+        "weight_decay": cfg.adamw.weight_decay,
+        "seed": cfg.seed,
+        "max_length": opts.max_length,
+        "lora_rank": opts.lora.rank,
+        "lora_alpha": opts.lora.alpha,
+        "lora_dropout": opts.lora.dropout,
+        "lora_targets": opts.lora.targets.iter().map(|t| t.hf_name()).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        opts.out.join("train_config.json"),
+        serde_json::to_string_pretty(&value)? + "\n",
+    )?;
+    Ok(())
+}

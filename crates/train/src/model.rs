@@ -1,0 +1,517 @@
+//! The trainable llama: frozen f32 base weights dequantized from a GGUF, LoRA adapters on
+//! chosen projections as candle `Var`s, and a forward pass over a padded batch that returns the
+//! log-probability of each labelled next token.
+//!
+//! The base is kept exactly as the GGUF stores it: q/k rows permuted for interleaved RoPE, so
+//! LoRA `B` matrices of q/k live in that permuted row order too ([`crate::export`] converts them
+//! to Hugging Face's layout). Running with the adapter off gives the frozen reference model
+//! that DPO compares against; with `B = 0` at initialisation the two are bit-identical.
+
+use crate::ops::{self, FrozenLinear, LmHeadLogProb};
+use anyhow::Context as _;
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor, Var};
+use demorecon_embedded::model::LlamaConfig;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::io::{Read, Seek};
+use std::str::FromStr;
+
+/// A projection LoRA can adapt, named as PEFT names it in Hugging Face's `LlamaForCausalLM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Target {
+    pub const ALL: [Target; 7] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+    ];
+
+    /// The PEFT `target_modules` name (`q_proj`, ...).
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Target::Q => "q_proj",
+            Target::K => "k_proj",
+            Target::V => "v_proj",
+            Target::O => "o_proj",
+            Target::Gate => "gate_proj",
+            Target::Up => "up_proj",
+            Target::Down => "down_proj",
+        }
+    }
+
+    /// The module path inside a Hugging Face llama layer (`self_attn.q_proj`, `mlp.up_proj`).
+    pub fn hf_path(self) -> &'static str {
+        match self {
+            Target::Q => "self_attn.q_proj",
+            Target::K => "self_attn.k_proj",
+            Target::V => "self_attn.v_proj",
+            Target::O => "self_attn.o_proj",
+            Target::Gate => "mlp.gate_proj",
+            Target::Up => "mlp.up_proj",
+            Target::Down => "mlp.down_proj",
+        }
+    }
+
+    /// The GGUF tensor name's suffix inside `blk.N.` (`attn_q`, `ffn_up`, ...).
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Target::Q => "attn_q",
+            Target::K => "attn_k",
+            Target::V => "attn_v",
+            Target::O => "attn_output",
+            Target::Gate => "ffn_gate",
+            Target::Up => "ffn_up",
+            Target::Down => "ffn_down",
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        let s = s.strip_suffix("_proj").unwrap_or(&s);
+        Ok(match s {
+            "q" => Target::Q,
+            "k" => Target::K,
+            "v" => Target::V,
+            "o" => Target::O,
+            "gate" => Target::Gate,
+            "up" => Target::Up,
+            "down" => Target::Down,
+            other => {
+                return Err(format!(
+                    "unknown LoRA target `{other}` (q, k, v, o, gate, up, down)"
+                ));
+            }
+        })
+    }
+}
+
+/// Parses `q,k,v,o` into targets (sorted, deduplicated).
+pub fn parse_targets(list: &str) -> anyhow::Result<Vec<Target>> {
+    let mut targets = list
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.parse::<Target>().map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    targets.sort();
+    targets.dedup();
+    if targets.is_empty() {
+        anyhow::bail!("--lora-targets names no projection");
+    }
+    Ok(targets)
+}
+
+/// LoRA hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSpec {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f32,
+    pub targets: Vec<Target>,
+}
+
+impl LoraSpec {
+    /// `alpha / rank`, the factor on `B·A` (PEFT's default, not rsLoRA).
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+}
+
+/// The frozen weights by GGUF tensor name, as f32.
+pub type BaseWeights = BTreeMap<String, Tensor>;
+
+/// Reads every tensor of a GGUF, dequantized to f32.
+pub fn read_base<R: Read + Seek>(
+    content: &gguf_file::Content,
+    reader: &mut R,
+) -> anyhow::Result<BaseWeights> {
+    let device = Device::Cpu;
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut weights = BaseWeights::new();
+    for name in names {
+        let q = content
+            .tensor(reader, name, &device)
+            .with_context(|| format!("reading tensor {name}"))?;
+        weights.insert(name.clone(), q.dequantize(&device)?);
+    }
+    Ok(weights)
+}
+
+/// One adapted projection: `y = x·Wᵀ + scale · (drop(x)·Aᵀ)·Bᵀ`.
+pub struct Lora {
+    pub a: Var,
+    pub b: Var,
+}
+
+struct Proj {
+    base: FrozenLinear,
+    lora: Option<Lora>,
+}
+
+struct Block {
+    projs: BTreeMap<Target, Proj>,
+    attn_norm: Tensor,
+    ffn_norm: Tensor,
+}
+
+/// How a forward pass treats the adapter.
+pub enum Adapter<'a> {
+    /// The frozen base alone (the DPO reference).
+    Off,
+    /// Base + LoRA; dropout on the LoRA input drawn from the given generator when training.
+    On(Option<&'a mut ChaCha8Rng>),
+}
+
+/// A padded batch of token sequences and the positions whose next token is scored.
+#[derive(Debug, Clone, Default)]
+pub struct TokenBatch {
+    /// `rows × len` ids, row-major, right-padded.
+    pub ids: Vec<u32>,
+    pub rows: usize,
+    pub len: usize,
+    /// Flattened positions `row * len + t` whose output predicts a labelled token.
+    pub positions: Vec<u32>,
+    /// The labelled token each position predicts (the id at `t + 1`).
+    pub targets: Vec<u32>,
+    /// The row each scored position belongs to.
+    pub row_of: Vec<u32>,
+}
+
+impl TokenBatch {
+    /// Builds a batch from sequences and their label masks (`mask[t]`: token `t` is scored).
+    pub fn new(seqs: &[(&[u32], &[bool])], pad_id: u32) -> Self {
+        let rows = seqs.len();
+        let len = seqs.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+        let mut batch = TokenBatch {
+            ids: vec![pad_id; rows * len],
+            rows,
+            len,
+            ..Default::default()
+        };
+        for (row, (ids, mask)) in seqs.iter().enumerate() {
+            batch.ids[row * len..row * len + ids.len()].copy_from_slice(ids);
+            for t in 1..ids.len() {
+                if mask.get(t).copied().unwrap_or(false) {
+                    batch.positions.push((row * len + t - 1) as u32);
+                    batch.targets.push(ids[t]);
+                    batch.row_of.push(row as u32);
+                }
+            }
+        }
+        batch
+    }
+
+    /// Tokens in the batch, padding excluded.
+    pub fn real_tokens(&self, seq_lens: &[usize]) -> usize {
+        seq_lens.iter().sum()
+    }
+}
+
+/// The trainable model.
+pub struct TrainLlama {
+    pub config: LlamaConfig,
+    pub lora: LoraSpec,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    head: LmHeadLogProb,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl TrainLlama {
+    /// Builds the model over `base` (GGUF tensor names) with fresh LoRA matrices: `A` uniform in
+    /// ±1/√in (PEFT's Kaiming-uniform default), `B` zero, drawn from `seed`.
+    pub fn new(
+        config: LlamaConfig,
+        base: &BaseWeights,
+        lora: LoraSpec,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
+        if !config
+            .head_count
+            .is_multiple_of(config.head_count_kv.max(1))
+            || !config.head_dim.is_multiple_of(2)
+        {
+            anyhow::bail!("unsupported attention shape: {config:?}");
+        }
+        if lora.rank == 0 {
+            anyhow::bail!("--lora-rank must be at least 1");
+        }
+        let get = |name: &str| -> anyhow::Result<Tensor> {
+            base.get(name)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("the model lacks tensor {name}"))?
+                .to_dtype(DType::F32)
+                .map_err(Into::into)
+        };
+        let embed = get("token_embd.weight")?.contiguous()?;
+        let head_weight = match base.get("output.weight") {
+            Some(w) => w.to_dtype(DType::F32)?.contiguous()?,
+            None => embed.clone(),
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut blocks = Vec::with_capacity(config.block_count);
+        for i in 0..config.block_count {
+            let mut projs = BTreeMap::new();
+            for target in Target::ALL {
+                let weight = get(&format!("blk.{i}.{}.weight", target.gguf_name()))?;
+                let (out, inp) = weight.dims2()?;
+                let lora = if lora.targets.contains(&target) {
+                    let bound = 1.0 / (inp as f32).sqrt();
+                    let a: Vec<f32> = (0..lora.rank * inp)
+                        .map(|_| rng.random_range(-bound..bound))
+                        .collect();
+                    let a = Tensor::from_vec(a, (lora.rank, inp), &Device::Cpu)?;
+                    Some(Lora {
+                        a: Var::from_tensor(&a)?,
+                        b: Var::zeros((out, lora.rank), DType::F32, &Device::Cpu)?,
+                    })
+                } else {
+                    None
+                };
+                projs.insert(
+                    target,
+                    Proj {
+                        base: FrozenLinear::new(weight)?,
+                        lora,
+                    },
+                );
+            }
+            blocks.push(Block {
+                projs,
+                attn_norm: get(&format!("blk.{i}.attn_norm.weight"))?,
+                ffn_norm: get(&format!("blk.{i}.ffn_norm.weight"))?,
+            });
+        }
+        let (cos, sin) = rope_tables(&config)?;
+        Ok(Self {
+            norm: get("output_norm.weight")?,
+            head: LmHeadLogProb {
+                weight: head_weight,
+            },
+            config,
+            lora,
+            embed,
+            blocks,
+            cos,
+            sin,
+        })
+    }
+
+    /// The LoRA tensors in a fixed order, named by their Hugging Face module path
+    /// (`model.layers.3.self_attn.q_proj.lora_A`), `B` of q/k in GGUF row order.
+    pub fn lora_vars(&self) -> Vec<(String, Var)> {
+        let mut vars = Vec::new();
+        for (i, block) in self.blocks.iter().enumerate() {
+            for (target, proj) in &block.projs {
+                if let Some(lora) = &proj.lora {
+                    let path = format!("model.layers.{i}.{}", target.hf_path());
+                    vars.push((format!("{path}.lora_A"), lora.a.clone()));
+                    vars.push((format!("{path}.lora_B"), lora.b.clone()));
+                }
+            }
+        }
+        vars
+    }
+
+    /// The final-norm hidden states `(rows * len, d)` of a batch.
+    pub fn hidden(&self, batch: &TokenBatch, adapter: &mut Adapter) -> candle_core::Result<Tensor> {
+        let cfg = &self.config;
+        let (rows, len) = (batch.rows, batch.len);
+        if len > self.cos.dim(0)? {
+            candle_core::bail!(
+                "sequence of {len} tokens exceeds the context length {}",
+                self.cos.dim(0)?
+            );
+        }
+        let (n_head, n_kv, hd) = (cfg.head_count, cfg.head_count_kv, cfg.head_dim);
+        let n_rep = n_head / n_kv;
+        let eps = cfg.rms_norm_eps as f32;
+        let ids = Tensor::new(batch.ids.as_slice(), &Device::Cpu)?;
+        let mut x = self.embed.index_select(&ids, 0)?;
+        let cos = self.cos.narrow(0, 0, len)?;
+        let sin = self.sin.narrow(0, 0, len)?;
+        let scale = 1.0 / (hd as f32).sqrt();
+        for block in &self.blocks {
+            let h = ops::rms_norm(&x, &block.attn_norm, eps)?;
+            let heads = |t: &Tensor, n: usize| -> candle_core::Result<Tensor> {
+                t.reshape((rows, len, n, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let q = heads(&self.project(block, Target::Q, &h, adapter)?, n_head)?;
+            let k = heads(&self.project(block, Target::K, &h, adapter)?, n_kv)?;
+            let v = heads(&self.project(block, Target::V, &h, adapter)?, n_kv)?;
+            let q = ops::rope_interleaved(&q, &cos, &sin)?;
+            let k = ops::rope_interleaved(&k, &cos, &sin)?;
+            // The n_rep query heads sharing a KV head become n_rep·len query rows against it.
+            let q = q.reshape((rows, n_kv, n_rep * len, hd))?;
+            let scores = q.matmul(&k.t()?)?;
+            let att = ops::causal_softmax(&scores, len, scale)?;
+            let y = att
+                .matmul(&v)?
+                .reshape((rows, n_head, len, hd))?
+                .transpose(1, 2)?
+                .reshape((rows * len, n_head * hd))?;
+            x = (self.project(block, Target::O, &y, adapter)? + x)?;
+            let h = ops::rms_norm(&x, &block.ffn_norm, eps)?;
+            let gate = self.project(block, Target::Gate, &h, adapter)?.silu()?;
+            let up = self.project(block, Target::Up, &h, adapter)?;
+            x = (self.project(block, Target::Down, &(gate * up)?, adapter)? + x)?;
+        }
+        ops::rms_norm(&x, &self.norm, eps)
+    }
+
+    /// The log-probability of every labelled token of the batch, `(positions,)`.
+    pub fn log_probs(
+        &self,
+        batch: &TokenBatch,
+        adapter: &mut Adapter,
+    ) -> candle_core::Result<Tensor> {
+        let hidden = self.hidden_at(batch, adapter)?;
+        self.head.forward(&hidden, &batch.targets)
+    }
+
+    /// Logits `(rows * len, vocab)` of every position, without gradients.
+    pub fn logits(&self, batch: &TokenBatch, adapter: &mut Adapter) -> candle_core::Result<Tensor> {
+        self.head.logits(&self.hidden(batch, adapter)?.detach())
+    }
+
+    fn hidden_at(&self, batch: &TokenBatch, adapter: &mut Adapter) -> candle_core::Result<Tensor> {
+        // Only the scored positions go through the 49k-wide output projection.
+        let hidden = self.hidden(batch, adapter)?;
+        let positions = Tensor::new(batch.positions.as_slice(), &Device::Cpu)?;
+        hidden.index_select(&positions, 0)
+    }
+
+    fn project(
+        &self,
+        block: &Block,
+        target: Target,
+        x: &Tensor,
+        adapter: &mut Adapter,
+    ) -> candle_core::Result<Tensor> {
+        let proj = &block.projs[&target];
+        let base = proj.base.forward(x)?;
+        let (Some(lora), Adapter::On(rng)) = (&proj.lora, adapter) else {
+            return Ok(base);
+        };
+        let input = match rng {
+            Some(rng) if self.lora.dropout > 0.0 => {
+                let p = self.lora.dropout;
+                let keep = 1.0 / (1.0 - p);
+                let mask: Vec<f32> = (0..x.elem_count())
+                    .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+                    .collect();
+                (x * Tensor::from_vec(mask, x.shape(), &Device::Cpu)?)?
+            }
+            _ => x.clone(),
+        };
+        let low = input.matmul(&lora.a.as_tensor().t()?)?;
+        let delta = low.matmul(&lora.b.as_tensor().t()?)?;
+        base + (delta * self.lora.scale())?
+    }
+
+    /// The base weight of a projection (f32, GGUF layout).
+    pub fn base_weight(&self, layer: usize, target: Target) -> &Tensor {
+        &self.blocks[layer].projs[&target].base.weight
+    }
+}
+
+/// cos/sin tables for interleaved RoPE, `(context, head_dim / 2)`; dimensions past
+/// `rope_dim` (partial rotary) get angle 0.
+fn rope_tables(cfg: &LlamaConfig) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim / 2;
+    let rope_dim = cfg.rope_dim.min(cfg.head_dim);
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| {
+            if 2 * i < rope_dim {
+                1.0 / cfg.rope_freq_base.powf(2.0 * i as f32 / rope_dim as f32)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let positions =
+        Tensor::arange(0u32, cfg.context_length as u32, &Device::Cpu)?.to_dtype(DType::F32)?;
+    let inv_freq = Tensor::new(inv_freq.as_slice(), &Device::Cpu)?;
+    let angles = positions
+        .unsqueeze(1)?
+        .broadcast_mul(&inv_freq.unsqueeze(0)?)?;
+    Ok((angles.cos()?.contiguous()?, angles.sin()?.contiguous()?))
+}
+
+/// Random base weights for a small llama config, for tests and benchmarks that need no real
+/// model: normal-ish values scaled like a trained network's (unit norms, ~1/√d projections).
+pub fn random_base(cfg: &LlamaConfig, ffn: usize, seed: u64) -> anyhow::Result<BaseWeights> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let d = cfg.embedding_length;
+    let kv = cfg.head_count_kv * cfg.head_dim;
+    let mut weights = BaseWeights::new();
+    let matrix = |rows: usize, cols: usize, rng: &mut ChaCha8Rng| -> anyhow::Result<Tensor> {
+        let bound = (3.0 / cols as f32).sqrt();
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        Ok(Tensor::from_vec(values, (rows, cols), &Device::Cpu)?)
+    };
+    weights.insert(
+        "token_embd.weight".into(),
+        matrix(cfg.vocab_size, d, &mut rng)?,
+    );
+    let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu);
+    weights.insert("output_norm.weight".into(), ones(d)?);
+    for i in 0..cfg.block_count {
+        let shapes = [
+            (Target::Q, d, d),
+            (Target::K, kv, d),
+            (Target::V, kv, d),
+            (Target::O, d, d),
+            (Target::Gate, ffn, d),
+            (Target::Up, ffn, d),
+            (Target::Down, d, ffn),
+        ];
+        for (target, rows, cols) in shapes {
+            weights.insert(
+                format!("blk.{i}.{}.weight", target.gguf_name()),
+                matrix(rows, cols, &mut rng)?,
+            );
+        }
+        weights.insert(format!("blk.{i}.attn_norm.weight"), ones(d)?);
+        weights.insert(format!("blk.{i}.ffn_norm.weight"), ones(d)?);
+    }
+    Ok(weights)
+}
+
+/// A small llama shape for tests: 2 layers, hidden 64, 4 query and 2 KV heads, vocab 256.
+pub fn tiny_config(vocab_size: usize) -> LlamaConfig {
+    LlamaConfig {
+        block_count: 2,
+        embedding_length: 64,
+        head_count: 4,
+        head_count_kv: 2,
+        head_dim: 16,
+        rope_dim: 16,
+        rope_freq_base: 10_000.0,
+        rms_norm_eps: 1e-5,
+        context_length: 256,
+        vocab_size,
+    }
+}

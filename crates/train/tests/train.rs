@@ -1,0 +1,457 @@
+//! The training crate end to end on a tiny random llama (2 layers, hidden 64, byte-level
+//! vocabulary, written as a real GGUF): gradients against finite differences, the step-0
+//! identity of policy and reference, learning a small preference set, exact resume, and the
+//! exports (PEFT round trip, merged GGUF loaded by the embedded backend).
+
+use candle_core::{Device, Tensor};
+use demorecon_train::data::{ChatEncoder, Example, Sequence};
+use demorecon_train::loss::Mode;
+use demorecon_train::model::{Adapter, LoraSpec, Target, TokenBatch, TrainLlama};
+use demorecon_train::refcache::{ModelKey, RefCache};
+use demorecon_train::trainer::{self, MicroBatch, TrainConfig};
+use demorecon_train::{Base, RunOptions, export, tiny};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+
+fn tiny_model(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.gguf");
+    tiny::write_tiny_gguf(&path, 11).unwrap();
+    path
+}
+
+fn lora(rank: usize, targets: &[Target], dropout: f32) -> LoraSpec {
+    LoraSpec {
+        rank,
+        alpha: 2.0 * rank as f64,
+        dropout,
+        targets: targets.to_vec(),
+    }
+}
+
+/// Preference rows whose chosen answers end with a fixed phrase.
+fn write_prefs(path: &Path, n: usize) {
+    let topics = [
+        "rivers", "stars", "bread", "clocks", "maps", "salt", "glass", "wind", "snow", "iron",
+    ];
+    let mut text = String::new();
+    for i in 0..n {
+        let topic = topics[i % topics.len()];
+        let row = serde_json::json!({
+            "prompt": [{"role": "user", "content": format!("Tell me about {topic}.")}],
+            "chosen": [{"role": "assistant", "content": format!("{topic} matter. OK!")}],
+            "rejected": [{"role": "assistant", "content": format!("{topic} are dull.")}],
+        });
+        text.push_str(&row.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn random_seq(rng: &mut ChaCha8Rng, len: usize, prompt: usize, vocab: u32) -> Sequence {
+    Sequence {
+        ids: (0..len).map(|_| rng.random_range(3..vocab)).collect(),
+        labels: (0..len).map(|t| t >= prompt).collect(),
+    }
+}
+
+fn random_examples(vocab: u32, seed: u64) -> Vec<Example> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut examples = Vec::new();
+    for (len_c, len_r) in [(12, 9), (7, 14), (10, 10)] {
+        let chosen = random_seq(&mut rng, len_c, 4, vocab);
+        let mut rejected = random_seq(&mut rng, len_r, 4, vocab);
+        rejected.ids[..4].copy_from_slice(&chosen.ids[..4]);
+        examples.push(Example::Pair { chosen, rejected });
+    }
+    examples.push(Example::Sft(random_seq(&mut rng, 11, 3, vocab)));
+    examples
+}
+
+fn random_model(targets: &[Target], seed: u64) -> TrainLlama {
+    let cfg = demorecon_train::model::tiny_config(64);
+    let base = demorecon_train::model::random_base(&cfg, 96, seed).unwrap();
+    TrainLlama::new(cfg, &base, lora(4, targets, 0.0), seed).unwrap()
+}
+
+fn key() -> ModelKey {
+    ModelKey {
+        model_sha256: "test".into(),
+        tokenizer_digest: "test".into(),
+    }
+}
+
+#[test]
+fn gradients_reach_every_lora_tensor_and_match_finite_differences() {
+    let model = random_model(&Target::ALL, 3);
+    // B = 0 at initialisation makes A's gradient vanish; give B values to test both.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (name, var) in model.lora_vars() {
+        if name.ends_with("lora_B") {
+            let values: Vec<f32> = (0..var.elem_count())
+                .map(|_| rng.random_range(-0.1..0.1))
+                .collect();
+            var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let examples = random_examples(64, 9);
+    let mut cache = RefCache::in_memory();
+    let refs = trainer::reference_logps(&model, &examples, &key(), &mut cache, false).unwrap();
+    let picked: Vec<&Example> = examples.iter().collect();
+    let mb = MicroBatch::new(&picked, &refs).unwrap();
+    let cfg = TrainConfig {
+        mode: Mode::SftDpo,
+        beta: 0.5,
+        sft_weight: 0.7,
+        ..TrainConfig::default()
+    };
+    let loss_of = || -> f64 {
+        trainer::micro_loss(&model, &mb, &cfg, None)
+            .unwrap()
+            .loss
+            .to_scalar::<f32>()
+            .unwrap() as f64
+    };
+    let parts = trainer::micro_loss(&model, &mb, &cfg, None).unwrap();
+    let grads = parts.loss.backward().unwrap();
+    let vars = model.lora_vars();
+    assert_eq!(vars.len(), 2 * 7 * 2);
+    let mut checked = 0;
+    for (name, var) in &vars {
+        let g = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("{name} got no gradient"));
+        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        let largest = g.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(largest > 0.0, "{name} has an all-zero gradient");
+        // Finite differences on the entry with the largest gradient of a few tensors.
+        if !(name.contains("layers.0.self_attn.q_proj")
+            || name.contains("layers.1.self_attn.k_proj")
+            || name.contains("layers.1.mlp.down_proj")
+            || name.contains("layers.0.mlp.gate_proj"))
+        {
+            continue;
+        }
+        let j = g.iter().position(|x| x.abs() == largest).unwrap();
+        let original: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let eps = 1e-2f32;
+        let at = |delta: f32| {
+            let mut values = original.clone();
+            values[j] += delta;
+            var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            loss_of()
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        var.set(&Tensor::from_vec(original, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+        let analytic = g[j] as f64;
+        assert!(
+            (numeric - analytic).abs() <= 0.03 * analytic.abs() + 1e-4,
+            "{name}[{j}]: analytic {analytic}, numeric {numeric}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 8);
+}
+
+#[test]
+fn at_step_zero_the_policy_is_the_reference() {
+    let model = random_model(&[Target::Q, Target::V, Target::Up], 4);
+    let examples = random_examples(64, 10);
+    let mut cache = RefCache::in_memory();
+    let refs = trainer::reference_logps(&model, &examples, &key(), &mut cache, false).unwrap();
+    // A padded batch of three pairs of different lengths plus an SFT row.
+    let picked: Vec<&Example> = examples.iter().collect();
+    let mb = MicroBatch::new(&picked, &refs).unwrap();
+    let cfg = TrainConfig {
+        mode: Mode::Dpo,
+        beta: 0.1,
+        ..TrainConfig::default()
+    };
+    // The reference pass runs one sequence at a time, the policy a padded batch: equal up to
+    // the summation order gemm picks for each matrix shape.
+    let parts = trainer::micro_loss(&model, &mb, &cfg, None).unwrap();
+    let (dpo, chosen, rejected) = (
+        parts.dpo_loss.unwrap(),
+        parts.reward_chosen.unwrap(),
+        parts.reward_rejected.unwrap(),
+    );
+    assert!((dpo - std::f64::consts::LN_2).abs() < 1e-6, "{dpo}");
+    assert!(
+        chosen.abs() < 1e-6 && rejected.abs() < 1e-6,
+        "{chosen} {rejected}"
+    );
+    // With the reference taken on the same batch the identity is exact.
+    let off = model.log_probs(&mb.batch, &mut Adapter::Off).unwrap();
+    let row_sum = |t: &Tensor, (s, c): (usize, usize)| {
+        t.narrow(0, s, c)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    let same_batch: Vec<f32> = mb.spans[..2 * mb.pairs]
+        .iter()
+        .map(|&sp| row_sum(&off, sp))
+        .collect();
+    let exact = MicroBatch {
+        reference: same_batch,
+        ..mb
+    };
+    let parts = trainer::micro_loss(&model, &exact, &cfg, None).unwrap();
+    assert_eq!(parts.dpo_loss, Some(2f32.ln() as f64));
+    assert_eq!(parts.reward_chosen, Some(0.0));
+    assert_eq!(parts.reward_rejected, Some(0.0));
+    assert_eq!(parts.reward_accuracy, Some(0.0));
+    // The adapter-off forward is the same function.
+    let batch = TokenBatch::new(&[(&[5u32, 6, 7, 8][..], &[false, true, true, true][..])], 0);
+    let on = model
+        .log_probs(&batch, &mut Adapter::On(None))
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let off = model
+        .log_probs(&batch, &mut Adapter::Off)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(on, off);
+}
+
+#[test]
+fn chat_template_labels_exactly_the_assistant_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = Base::load(&tiny_model(dir.path())).unwrap();
+    let messages: Vec<demorecon_llm::Message> = serde_json::from_value(serde_json::json!([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Ciao"}
+    ]))
+    .unwrap();
+    let encoder: &ChatEncoder = &base.encoder;
+    let seq = encoder.encode(&messages, 0).unwrap();
+    let labelled: Vec<u32> = seq
+        .ids
+        .iter()
+        .zip(&seq.labels)
+        .filter(|(_, l)| **l)
+        .map(|(&id, _)| id)
+        .collect();
+    assert_eq!(
+        encoder.tokenizer.decode(&labelled),
+        "Hello\nCiao\n",
+        "content, <|im_end|> (not text) and the newline of each assistant turn"
+    );
+    let im_end = encoder.tokenizer.id_of("<|im_end|>").unwrap();
+    assert_eq!(labelled.iter().filter(|&&id| id == im_end).count(), 2);
+    // Only the turns from index 3 on.
+    let seq = encoder.encode(&messages, 3).unwrap();
+    assert_eq!(seq.labelled(), "Ciao".len() + 2);
+    let full = encoder.tokenizer.encode(
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\nCiao<|im_end|>\n",
+    );
+    assert_eq!(seq.ids, full.unwrap());
+}
+
+fn options(dir: &Path, base: PathBuf, prefs: PathBuf, out: &str) -> RunOptions {
+    RunOptions {
+        dpo: Some(prefs),
+        sft: None,
+        base,
+        out: dir.join(out),
+        lora: lora(8, &[Target::Q, Target::K, Target::V, Target::O], 0.0),
+        train: TrainConfig {
+            lr: 1e-2,
+            epochs: 8,
+            batch_size: 4,
+            warmup_steps: 2,
+            seed: 1,
+            ..TrainConfig::default()
+        },
+        max_length: 128,
+        resume: false,
+        ref_cache: Some(dir.join("refcache.jsonl")),
+        merged_gguf: true,
+        export_hf: None,
+    }
+}
+
+#[test]
+fn a_tiny_preference_set_is_learned_and_the_merged_gguf_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_path = tiny_model(dir.path());
+    let prefs = dir.path().join("prefs.jsonl");
+    write_prefs(&prefs, 8);
+    let mut opts = options(dir.path(), base_path.clone(), prefs.clone(), "run");
+    opts.lora.targets = Target::ALL.to_vec();
+    opts.train.epochs = 30;
+    let report = demorecon_train::run(&opts, &mut |_| {}).unwrap();
+    assert_eq!(report.pairs, 8);
+    assert_eq!(report.reference_computed, 16);
+    let metrics = &report.outcome.metrics;
+    assert_eq!(metrics.len(), 60);
+    let first = &metrics[0];
+    let last = metrics.last().unwrap();
+    assert!((first.dpo_loss.unwrap() - std::f64::consts::LN_2).abs() < 1e-6);
+    assert_eq!(last.reward_accuracy, Some(1.0), "{last:?}");
+    assert!(
+        last.reward_margin.unwrap() > first.reward_margin.unwrap() + 1.0,
+        "{metrics:?}"
+    );
+    assert!(last.loss < first.loss / 2.0, "{metrics:?}");
+    let lines = std::fs::read_to_string(opts.out.join("metrics.jsonl")).unwrap();
+    let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+        lines.lines().next().unwrap(),
+    )
+    .unwrap()
+    .keys()
+    .cloned()
+    .collect();
+    assert_eq!(
+        keys,
+        [
+            "step",
+            "loss",
+            "dpo_loss",
+            "nll",
+            "reward_chosen",
+            "reward_rejected",
+            "reward_margin",
+            "reward_accuracy",
+            "lr",
+            "tokens_per_s"
+        ]
+    );
+
+    // A second run reuses every reference value.
+    let again = RunOptions {
+        out: dir.path().join("run2"),
+        ..opts.clone()
+    };
+    let report2 = demorecon_train::run(
+        &RunOptions {
+            train: TrainConfig {
+                epochs: 1,
+                ..again.train.clone()
+            },
+            ..again
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (report2.reference_reused, report2.reference_computed),
+        (16, 0)
+    );
+
+    // The merged GGUF, loaded by the embedded backend, answers with the trained model's logits,
+    // and greedy decoding of a training prompt ends with the chosen phrase.
+    let merged = report.merged_gguf.unwrap();
+    let mut embedded = demorecon_embedded::EmbeddedModel::load(
+        &merged,
+        &demorecon_embedded::LoadOptions {
+            weight_format: demorecon_embedded::WeightFormat::F32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let base = Base::load(&base_path).unwrap();
+    let model = TrainLlama::new(base.config.clone(), &base.weights, opts.lora.clone(), 0).unwrap();
+    let (pairs, scale) =
+        export::read_peft_adapter(&opts.out.join("adapter"), &base.config).unwrap();
+    assert_eq!(scale, opts.lora.scale());
+    let vars = model.lora_vars();
+    assert_eq!(vars.len(), 2 * pairs.len());
+    for (p, chunk) in pairs.iter().zip(vars.chunks(2)) {
+        chunk[0].1.set(&p.a).unwrap();
+        chunk[1].1.set(&p.b).unwrap();
+    }
+    let ids: Vec<u32> = base
+        .encoder
+        .tokenizer
+        .encode("<|im_start|>user\nTell me about salt.<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    let batch = TokenBatch::new(&[(&ids[..], &vec![false; ids.len()][..])], 0);
+    let ours = model
+        .logits(&batch, &mut Adapter::On(None))
+        .unwrap()
+        .get(ids.len() - 1)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let theirs = embedded.prefill(&ids).unwrap();
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-3, "merged GGUF logits differ by {worst}");
+    let req = demorecon_llm::ChatRequest {
+        messages: vec![demorecon_llm::Message::user("Tell me about salt.")],
+        sampling: demorecon_llm::Sampling {
+            temperature: 0.0,
+            max_tokens: 40,
+            ..Default::default()
+        },
+        response_format: Default::default(),
+        prompt_version: None,
+    };
+    let answer = embedded.generate(&req, &mut |_| {}).unwrap().text;
+    assert!(answer.ends_with("OK!"), "{answer:?}");
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_same_adapter_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_path = tiny_model(dir.path());
+    let prefs = dir.path().join("prefs.jsonl");
+    write_prefs(&prefs, 6);
+    let mut opts = options(dir.path(), base_path, prefs, "straight");
+    opts.lora.dropout = 0.1;
+    opts.train.epochs = 3;
+    opts.train.batch_size = 2;
+    opts.train.grad_accum = 2;
+    opts.train.save_steps = 2;
+    opts.merged_gguf = false;
+    let straight = demorecon_train::run(&opts, &mut |_| {}).unwrap();
+    assert_eq!(straight.outcome.total_steps, 6);
+
+    let mut interrupted = opts.clone();
+    interrupted.out = dir.path().join("resumed");
+    interrupted.train.stop_after = Some(3);
+    let first = demorecon_train::run(&interrupted, &mut |_| {}).unwrap();
+    assert!(!first.outcome.finished);
+    assert!(first.adapter_dir.is_none());
+    interrupted.train.stop_after = None;
+    interrupted.resume = true;
+    let second = demorecon_train::run(&interrupted, &mut |_| {}).unwrap();
+    assert_eq!(second.outcome.resumed_from, 2);
+    assert!(second.outcome.finished);
+
+    let read = |run: &str| {
+        std::fs::read(
+            dir.path()
+                .join(run)
+                .join("adapter/adapter_model.safetensors"),
+        )
+        .unwrap()
+    };
+    assert!(read("straight") == read("resumed"), "adapters differ");
+    let strip = |m: &trainer::StepMetrics| trainer::StepMetrics {
+        tokens_per_s: 0.0,
+        ..m.clone()
+    };
+    let a: Vec<_> = straight.outcome.metrics.iter().map(strip).collect();
+    let b: Vec<_> = second.outcome.metrics.iter().map(strip).collect();
+    assert_eq!(a, b);
+
+    // Other settings refuse the checkpoint.
+    interrupted.train.lr *= 2.0;
+    let err = demorecon_train::run(&interrupted, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("other settings"), "{err:#}");
+}
