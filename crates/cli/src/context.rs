@@ -186,6 +186,11 @@ impl Context {
         slot.as_ref().map(|c| c.counts()).unwrap_or_default()
     }
 
+    /// Prices per model from the config's `[prices]`.
+    pub fn prices(&self) -> &demorecon_llm::ledger::PriceTable {
+        &self.file.prices
+    }
+
     pub fn ledger(&self) -> LedgerSnapshot {
         self.ledger.snapshot()
     }

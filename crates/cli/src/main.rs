@@ -6,10 +6,13 @@ mod cmd_cache;
 mod cmd_chat;
 mod cmd_eval;
 mod cmd_model;
+mod cmd_run;
 mod cmd_serve;
+mod cmd_train;
 mod context;
 
 use clap::{Parser, Subcommand};
+use demorecon_pipeline::Stage;
 
 #[derive(Parser)]
 #[command(
@@ -28,10 +31,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole DeMoRecon pipeline: filter → decompose → vary → respond (FGIV-A and FGIV-R) →
+    /// verify → build datasets. An existing run folder is resumed.
+    Run(cmd_run::RunArgs),
+    /// Stage 1 over a run folder: keep seeds that can be answered as written.
+    Filter(cmd_run::StageCommandArgs),
+    /// Through stage 2: facts and sub-instructions of each seed.
+    Decompose(cmd_run::StageCommandArgs),
+    /// Through stage 3: one minimally edited variant per sub-instruction.
+    Vary(cmd_run::StageCommandArgs),
+    /// Through stage 4: seed responses, FGIV-A and FGIV-R.
+    Respond(cmd_run::StageCommandArgs),
+    /// Through stage 5: check each pair (code checks, else the judge).
+    Verify(cmd_run::StageCommandArgs),
+    /// Rebuild a run folder's files and datasets from its state.
+    Build(cmd_run::BuildCommandArgs),
+    /// Merge shard run folders (`--shard I/N`) into one.
+    Merge(cmd_run::MergeArgs),
     /// Send one prompt to a model and stream the answer.
     Chat(cmd_chat::ChatArgs),
     /// Serve a model over an OpenAI-compatible HTTP API.
     Serve(cmd_serve::ServeArgs),
+    /// Fine-tune the embedded model family with LoRA: SFT, DPO or both in one loss.
+    Train(cmd_train::TrainArgs),
     /// Score a model on a benchmark (IFEval, ...).
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
@@ -59,8 +81,17 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         let ctx = context::Context::new(cli.global)?;
         let result = match cli.command {
+            Command::Run(args) => cmd_run::run(args, &ctx).await,
+            Command::Filter(args) => cmd_run::stage(args, Stage::Filter, &ctx).await,
+            Command::Decompose(args) => cmd_run::stage(args, Stage::Decompose, &ctx).await,
+            Command::Vary(args) => cmd_run::stage(args, Stage::Vary, &ctx).await,
+            Command::Respond(args) => cmd_run::stage(args, Stage::Respond, &ctx).await,
+            Command::Verify(args) => cmd_run::stage(args, Stage::Verify, &ctx).await,
+            Command::Build(args) => cmd_run::build_only(args, &ctx),
+            Command::Merge(args) => cmd_run::merge(args, &ctx),
             Command::Chat(args) => cmd_chat::run(args, &ctx).await,
             Command::Serve(args) => cmd_serve::run(args, &ctx).await,
+            Command::Train(args) => cmd_train::run(args, &ctx),
             Command::Eval(cmd) => cmd_eval::run(cmd, &ctx).await,
             Command::Model(cmd) => cmd_model::run(cmd),
             Command::Cache(cmd) => cmd_cache::run(cmd, &ctx),

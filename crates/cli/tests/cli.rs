@@ -16,6 +16,9 @@ use demorecon_llm::{ChatModel, ChatRequest, Message, ResponseFormat};
 use demorecon_testkit::shared::{read_jsonl, shared_data};
 use serde_json::{Value, json};
 
+#[path = "cli/pipeline.rs"]
+mod pipeline;
+
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_demorecon"));
     cmd.env_remove("DEMORECON_CONFIG")

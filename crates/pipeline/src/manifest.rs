@@ -76,16 +76,8 @@ impl Counts {
                     reason("filter", &q.kind);
                 }
                 (Some(Outcome::Done(f)), _) if !f.keep => filtered += 1,
-                (Some(Outcome::Done(_)), None) => {
-                    // Kept; done if the run stopped at the filter, pending otherwise. A run
-                    // that goes on decomposes every kept seed, so "no decomposition" after a
-                    // full run only happens when it was interrupted.
-                    if view.variants.is_empty() && view.seed_response.is_none() {
-                        pending += 1;
-                    } else {
-                        done += 1;
-                    }
-                }
+                // Kept but not decomposed: a filter-only run, or one that was interrupted.
+                (Some(Outcome::Done(_)), None) => pending += 1,
                 (Some(Outcome::Done(_)), Some(Outcome::Quarantined(q))) => {
                     quarantined += 1;
                     reason("decompose", &q.kind);

@@ -209,7 +209,7 @@ mod tests {
         assert!(user.contains("1. do A\n2. do B\n"), "{user}");
         assert!(user.ends_with("Change requirement 2: do B"), "{user}");
         assert_eq!(m[0].role, demorecon_llm::Role::System);
-        assert!(p.version("vary").starts_with("vary/1+"));
+        assert!(p.version("vary").starts_with("vary/2+"));
         assert_eq!(p.versions().len(), 5);
     }
 

@@ -90,6 +90,8 @@ impl Shard {
 /// What changes the data a run makes (and so must be the same when a run is resumed).
 #[derive(Debug, Clone, Serialize)]
 pub struct Options {
+    /// How far this command goes (one-stage commands stop early; not part of the identity).
+    #[serde(skip)]
     pub through: Stage,
     pub regenerate_seed_responses: bool,
     pub max_edit_ratio: f64,

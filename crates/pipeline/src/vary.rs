@@ -19,20 +19,84 @@ use crate::edit::token_edit_ratio;
 use crate::records::{Decomposition, EditKind, Variant, stage};
 use crate::runner::Cx;
 
-pub fn schema() -> Value {
+/// The answer's schema. `find` may only be one of `spans` (words that occur in the seed), so
+/// the edit always applies; an empty list leaves it free.
+pub fn schema(spans: &[String]) -> Value {
+    let find = if spans.is_empty() {
+        json!({"type": "string", "minLength": 1, "maxLength": 200})
+    } else {
+        json!({"type": "string", "enum": spans})
+    };
     json!({
         "type": "object",
         "properties": {
+            "find": find,
+            "replace": {"type": "string", "maxLength": 200},
             "edit_kind": {"type": "string", "enum": ["contradict", "parallel"]},
             "modified_sub_instruction": {"type": "string", "minLength": 1, "maxLength": 200},
-            "find": {"type": "string", "minLength": 1, "maxLength": 200},
-            "replace": {"type": "string", "maxLength": 200},
             "valid": {"type": "boolean"},
             "reason": {"type": "string", "maxLength": 120}
         },
-        "required": ["edit_kind", "modified_sub_instruction", "find", "replace", "valid", "reason"],
+        "required": ["find", "replace", "edit_kind", "modified_sub_instruction", "valid", "reason"],
         "additionalProperties": false
     })
+}
+
+/// Most spans offered for `find`.
+pub const MAX_SPANS: usize = 200;
+const MAX_SPAN_WORDS: usize = 6;
+
+fn normalise(word: &str) -> String {
+    word.trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase()
+}
+
+/// Candidate `find` spans: runs of 1–6 words of `instruction` (exact substrings, trimmed of
+/// edge punctuation) that share a content word with `sub_instruction`, in reading order.
+/// Without any shared word, every run of up to 3 words. At most [`MAX_SPANS`].
+pub fn candidate_spans(instruction: &str, sub_instruction: &str) -> Vec<String> {
+    const STOP: [&str; 24] = [
+        "the", "and", "for", "with", "that", "this", "your", "you", "are", "was", "from", "into",
+        "its", "his", "her", "their", "our", "about", "should", "must", "will", "use", "make",
+        "not",
+    ];
+    let content: std::collections::HashSet<String> = sub_instruction
+        .split_whitespace()
+        .map(normalise)
+        .filter(|w| w.chars().count() >= 3 && !STOP.contains(&w.as_str()))
+        .collect();
+    let words: Vec<(usize, usize, String)> = instruction
+        .split_whitespace()
+        .map(|w| {
+            let start = w.as_ptr() as usize - instruction.as_ptr() as usize;
+            (start, start + w.len(), normalise(w))
+        })
+        .collect();
+    let edge = |c: char| !c.is_alphanumeric() && !matches!(c, '"' | '\'' | ')' | '>' | '%');
+    let spans = |max_len: usize, need_overlap: bool| {
+        let mut out: Vec<String> = Vec::new();
+        for i in 0..words.len() {
+            for len in 1..=max_len.min(words.len() - i) {
+                let run = &words[i..i + len];
+                if need_overlap && !run.iter().any(|(_, _, w)| content.contains(w)) {
+                    continue;
+                }
+                let text = instruction[run[0].0..run[len - 1].1]
+                    .trim_end_matches(edge)
+                    .trim_start_matches(|c: char| !c.is_alphanumeric() && c != '"');
+                if !text.is_empty() && !out.iter().any(|t| t == text) {
+                    out.push(text.to_owned());
+                }
+            }
+        }
+        out
+    };
+    let mut out = spans(MAX_SPAN_WORDS, true);
+    if out.is_empty() {
+        out = spans(3, false);
+    }
+    out.truncate(MAX_SPANS);
+    out
 }
 
 #[derive(Deserialize)]
@@ -104,8 +168,11 @@ pub async fn run(
             sub_instruction => original.clone(),
         },
     )?;
+    // A little temperature (seeded, so still reproducible) keeps models from echoing the
+    // examples' replacements.
     let sampling = Sampling {
-        temperature: 0.0,
+        temperature: 0.5,
+        top_p: 0.9,
         max_tokens: 384,
         seed: unit_seed(&vid, stage::VARY),
         ..Sampling::default()
@@ -116,7 +183,7 @@ pub async fn run(
         &cx.models.generator,
         req,
         "variant",
-        schema(),
+        schema(&candidate_spans(&seed.instruction, &original)),
         |_| Ok(()),
         &mut calls,
     )
@@ -174,6 +241,26 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_are_substrings_near_the_requirement() {
+        let seed = "Write a polite SMS to my boss, Ms. Lee. Use at most 30 words.";
+        let spans = candidate_spans(seed, "be polite");
+        assert!(spans.iter().all(|s| seed.contains(s.as_str())), "{spans:?}");
+        assert!(spans.contains(&"polite".to_owned()));
+        assert!(spans.contains(&"polite SMS to my boss".to_owned()));
+        assert!(!spans.iter().any(|s| s.contains("words")), "{spans:?}");
+        let counted = candidate_spans(seed, "at most 30 words");
+        assert!(
+            counted.contains(&"at most 30 words".to_owned()),
+            "{counted:?}"
+        );
+        let unrelated = candidate_spans("One two three four.", "zebra");
+        assert_eq!(unrelated.len(), 4 + 3 + 2);
+        assert!(unrelated.contains(&"four".to_owned()));
+        let long = "word ".repeat(400);
+        assert!(candidate_spans(&long, "word").len() <= MAX_SPANS);
+    }
 
     #[test]
     fn edits_apply_exactly_or_loosely() {
