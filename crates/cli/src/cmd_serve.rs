@@ -1,6 +1,7 @@
 //! `demorecon serve`: the target role's model behind an OpenAI-compatible HTTP API.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use demorecon_llm::roles::RoleName;
@@ -34,12 +35,20 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (413 past it).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors, e.g. the
+    /// `adapter/` of `demorecon train`) applied to the embedded model at load.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<()> {
     // The same cached, metered model every command gets: a repeated request is answered at
     // once from the cache, and served tokens count in the ledger under the target role.
-    let model = ctx.model_for(RoleName::Target, args.model.as_deref())?;
+    let spec = match &args.adapter {
+        Some(dir) => Some(adapted_model_spec(dir, args.model.as_deref(), ctx)?),
+        None => args.model.clone(),
+    };
+    let model = ctx.model_for(RoleName::Target, spec.as_deref())?;
     let name = args
         .served_model_name
         .clone()
@@ -63,6 +72,44 @@ pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<()> {
     demorecon_serve::serve(listener, app, shutdown_signal()).await?;
     eprintln!("demorecon serve: stopped");
     Ok(())
+}
+
+/// The `embedded:FILE` spec of the embedded model with the adapter in `dir` merged in. The
+/// merged GGUF is written once under the data directory, named by a hash of the base and
+/// the adapter, so the model goes through the usual `Context` path (cache, ledger) with an
+/// identity of its own.
+fn adapted_model_spec(dir: &Path, model: Option<&str>, ctx: &Context) -> anyhow::Result<String> {
+    let home = demorecon_llm::home::data_home();
+    let base = match model {
+        Some(spec) if spec.starts_with("embedded:") => PathBuf::from(&spec["embedded:".len()..]),
+        Some("embedded") | None => match &ctx.global.model_path {
+            Some(path) => path.clone(),
+            None => demorecon_embedded::ensure_model(&home)?,
+        },
+        Some(other) => anyhow::bail!("--adapter applies to the embedded backend, not `{other}`"),
+    };
+    let mut hasher = blake3::Hasher::new();
+    let base_digest = demorecon_embedded::store::cached_sha256(&base)
+        .map_err(|e| anyhow::anyhow!("hashing {}: {e}", base.display()))?;
+    hasher.update(base_digest.as_bytes());
+    for file in ["adapter_config.json", "adapter_model.safetensors"] {
+        let path = dir.join(file);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        hasher.update(&bytes);
+    }
+    let merged = home
+        .join("train")
+        .join("merged")
+        .join(format!("{}.gguf", &hasher.finalize().to_hex()[..32]));
+    if !merged.exists() {
+        eprintln!(
+            "demorecon serve: merging {} into {}",
+            dir.display(),
+            base.display()
+        );
+        demorecon_train::export::merge_adapter_into_gguf(&base, dir, &merged)?;
+    }
+    Ok(format!("embedded:{}", merged.display()))
 }
 
 /// Resolves on SIGTERM or Ctrl-C, so in-flight requests can finish before exit.

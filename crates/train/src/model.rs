@@ -161,15 +161,27 @@ pub struct Lora {
     pub b: Var,
 }
 
-struct Proj {
+/// A group of projections that read the same input (q/k/v, or gate/up), multiplied as one
+/// stacked matrix — one larger GEMM instead of two or three — then split, each part with its
+/// own optional LoRA.
+struct FusedProjs {
     base: FrozenLinear,
-    lora: Option<Lora>,
+    parts: Vec<(Target, usize, Option<Lora>)>,
 }
 
 struct Block {
-    projs: BTreeMap<Target, Proj>,
+    qkv: FusedProjs,
+    o: FusedProjs,
+    gate_up: FusedProjs,
+    down: FusedProjs,
     attn_norm: Tensor,
     ffn_norm: Tensor,
+}
+
+impl Block {
+    fn groups(&self) -> [&FusedProjs; 4] {
+        [&self.qkv, &self.o, &self.gate_up, &self.down]
+    }
 }
 
 /// How a forward pass treats the adapter.
@@ -271,33 +283,38 @@ impl TrainLlama {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut blocks = Vec::with_capacity(config.block_count);
         for i in 0..config.block_count {
-            let mut projs = BTreeMap::new();
-            for target in Target::ALL {
-                let weight = get(&format!("blk.{i}.{}.weight", target.gguf_name()))?;
-                let (out, inp) = weight.dims2()?;
-                let lora = if lora.targets.contains(&target) {
-                    let bound = 1.0 / (inp as f32).sqrt();
-                    let a: Vec<f32> = (0..lora.rank * inp)
-                        .map(|_| rng.random_range(-bound..bound))
-                        .collect();
-                    let a = Tensor::from_vec(a, (lora.rank, inp), &Device::Cpu)?;
-                    Some(Lora {
-                        a: Var::from_tensor(&a)?,
-                        b: Var::zeros((out, lora.rank), DType::F32, &Device::Cpu)?,
-                    })
-                } else {
-                    None
-                };
-                projs.insert(
-                    target,
-                    Proj {
-                        base: FrozenLinear::new(weight)?,
-                        lora,
-                    },
-                );
-            }
+            let mut group = |targets: &[Target]| -> anyhow::Result<FusedProjs> {
+                let mut weights = Vec::new();
+                let mut parts = Vec::new();
+                for &target in targets {
+                    let weight = get(&format!("blk.{i}.{}.weight", target.gguf_name()))?;
+                    let (out, inp) = weight.dims2()?;
+                    let adapter = if lora.targets.contains(&target) {
+                        let bound = 1.0 / (inp as f32).sqrt();
+                        let a: Vec<f32> = (0..lora.rank * inp)
+                            .map(|_| rng.random_range(-bound..bound))
+                            .collect();
+                        let a = Tensor::from_vec(a, (lora.rank, inp), &Device::Cpu)?;
+                        Some(Lora {
+                            a: Var::from_tensor(&a)?,
+                            b: Var::zeros((out, lora.rank), DType::F32, &Device::Cpu)?,
+                        })
+                    } else {
+                        None
+                    };
+                    parts.push((target, out, adapter));
+                    weights.push(weight);
+                }
+                Ok(FusedProjs {
+                    base: FrozenLinear::new(Tensor::cat(&weights, 0)?)?,
+                    parts,
+                })
+            };
             blocks.push(Block {
-                projs,
+                qkv: group(&[Target::Q, Target::K, Target::V])?,
+                o: group(&[Target::O])?,
+                gate_up: group(&[Target::Gate, Target::Up])?,
+                down: group(&[Target::Down])?,
                 attn_norm: get(&format!("blk.{i}.attn_norm.weight"))?,
                 ffn_norm: get(&format!("blk.{i}.ffn_norm.weight"))?,
             });
@@ -322,12 +339,17 @@ impl TrainLlama {
     pub fn lora_vars(&self) -> Vec<(String, Var)> {
         let mut vars = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
-            for (target, proj) in &block.projs {
-                if let Some(lora) = &proj.lora {
-                    let path = format!("model.layers.{i}.{}", target.hf_path());
-                    vars.push((format!("{path}.lora_A"), lora.a.clone()));
-                    vars.push((format!("{path}.lora_B"), lora.b.clone()));
-                }
+            let mut parts: Vec<(&Target, &Lora)> = block
+                .groups()
+                .into_iter()
+                .flat_map(|g| g.parts.iter())
+                .filter_map(|(t, _, l)| l.as_ref().map(|l| (t, l)))
+                .collect();
+            parts.sort_by_key(|(t, _)| **t);
+            for (target, lora) in parts {
+                let path = format!("model.layers.{i}.{}", target.hf_path());
+                vars.push((format!("{path}.lora_A"), lora.a.clone()));
+                vars.push((format!("{path}.lora_B"), lora.b.clone()));
             }
         }
         vars
@@ -356,9 +378,13 @@ impl TrainLlama {
             let heads = |t: &Tensor, n: usize| -> candle_core::Result<Tensor> {
                 t.reshape((rows, len, n, hd))?.transpose(1, 2)?.contiguous()
             };
-            let q = heads(&self.project(block, Target::Q, &h, adapter)?, n_head)?;
-            let k = heads(&self.project(block, Target::K, &h, adapter)?, n_kv)?;
-            let v = heads(&self.project(block, Target::V, &h, adapter)?, n_kv)?;
+            let mut qkv = self.project(&block.qkv, &h, adapter)?.into_iter();
+            let (Some(q), Some(k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
+                candle_core::bail!("q/k/v projection returned too few parts");
+            };
+            let q = heads(&q, n_head)?;
+            let k = heads(&k, n_kv)?;
+            let v = heads(&v, n_kv)?;
             let q = ops::rope_interleaved(&q, &cos, &sin)?;
             let k = ops::rope_interleaved(&k, &cos, &sin)?;
             // The n_rep query heads sharing a KV head become n_rep·len query rows against it.
@@ -370,11 +396,14 @@ impl TrainLlama {
                 .reshape((rows, n_head, len, hd))?
                 .transpose(1, 2)?
                 .reshape((rows * len, n_head * hd))?;
-            x = (self.project(block, Target::O, &y, adapter)? + x)?;
+            x = (self.project_one(&block.o, &y, adapter)? + x)?;
             let h = ops::rms_norm(&x, &block.ffn_norm, eps)?;
-            let gate = self.project(block, Target::Gate, &h, adapter)?.silu()?;
-            let up = self.project(block, Target::Up, &h, adapter)?;
-            x = (self.project(block, Target::Down, &(gate * up)?, adapter)? + x)?;
+            let mut gate_up = self.project(&block.gate_up, &h, adapter)?.into_iter();
+            let (Some(gate), Some(up)) = (gate_up.next(), gate_up.next()) else {
+                candle_core::bail!("gate/up projection returned too few parts");
+            };
+            let act = (gate.silu()? * up)?;
+            x = (self.project_one(&block.down, &act, adapter)? + x)?;
         }
         ops::rms_norm(&x, &self.norm, eps)
     }
@@ -401,18 +430,51 @@ impl TrainLlama {
         hidden.index_select(&positions, 0)
     }
 
+    /// The outputs of a fused group's projections, each with its LoRA delta when the
+    /// adapter is on.
     fn project(
         &self,
-        block: &Block,
-        target: Target,
+        group: &FusedProjs,
+        x: &Tensor,
+        adapter: &mut Adapter,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        let base = group.base.forward(x)?;
+        let single = group.parts.len() == 1;
+        let mut outputs = Vec::with_capacity(group.parts.len());
+        let mut offset = 0;
+        for (_, width, lora) in &group.parts {
+            let part = if single {
+                base.clone()
+            } else {
+                base.narrow(1, offset, *width)?
+            };
+            offset += width;
+            outputs.push(match (lora, &mut *adapter) {
+                (Some(lora), Adapter::On(rng)) => (part + self.lora_delta(lora, x, rng)?)?,
+                _ => part,
+            });
+        }
+        Ok(outputs)
+    }
+
+    fn project_one(
+        &self,
+        group: &FusedProjs,
         x: &Tensor,
         adapter: &mut Adapter,
     ) -> candle_core::Result<Tensor> {
-        let proj = &block.projs[&target];
-        let base = proj.base.forward(x)?;
-        let (Some(lora), Adapter::On(rng)) = (&proj.lora, adapter) else {
-            return Ok(base);
-        };
+        let mut out = self.project(group, x, adapter)?;
+        out.pop()
+            .ok_or_else(|| candle_core::Error::Msg("empty projection group".into()))
+    }
+
+    /// `scale · (drop(x)·Aᵀ)·Bᵀ`.
+    fn lora_delta(
+        &self,
+        lora: &Lora,
+        x: &Tensor,
+        rng: &mut Option<&mut ChaCha8Rng>,
+    ) -> candle_core::Result<Tensor> {
         let input = match rng {
             Some(rng) if self.lora.dropout > 0.0 => {
                 let p = self.lora.dropout;
@@ -425,13 +487,7 @@ impl TrainLlama {
             _ => x.clone(),
         };
         let low = input.matmul(&lora.a.as_tensor().t()?)?;
-        let delta = low.matmul(&lora.b.as_tensor().t()?)?;
-        base + (delta * self.lora.scale())?
-    }
-
-    /// The base weight of a projection (f32, GGUF layout).
-    pub fn base_weight(&self, layer: usize, target: Target) -> &Tensor {
-        &self.blocks[layer].projs[&target].base.weight
+        low.matmul(&lora.b.as_tensor().t()?)? * self.lora.scale()
     }
 }
 
