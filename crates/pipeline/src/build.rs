@@ -479,7 +479,7 @@ fn eval_rows(view: &SeedView, files: &mut BTreeMap<&str, Vec<Value>>) {
         // Detection: its own answer (yes) against a sibling's or the seed's (no), one each, so
         // the set stays balanced.
         let Some(own) = answers[i] else { continue };
-        let use_sibling = blake3::hash(v.id.as_bytes()).as_bytes()[0] % 2 == 0;
+        let use_sibling = blake3::hash(v.id.as_bytes()).as_bytes()[0].is_multiple_of(2);
         let sibling = (1..answers.len())
             .map(|d| (i + d) % answers.len())
             .find_map(|j| answers[j].map(|a| (a, view.variants[j].id.as_str())));

@@ -782,3 +782,57 @@ async fn real_wizardlm_seeds_read_in_both_layouts_and_run_through() {
         "both layouts give the same data"
     );
 }
+
+/// The embedded model through the structured stages (filter, decompose, vary): every schema,
+/// the span enum included, compiles for constrained decoding and parses strictly. Responses
+/// and judging use the same machinery as `chat`, tested elsewhere; the whole pipeline on the
+/// embedded model is the README's main command.
+#[test]
+fn embedded_model_filters_decomposes_and_varies_a_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds = tmp.path().join("one.jsonl");
+    std::fs::write(
+        &seeds,
+        "{\"id\": \"sms\", \"instruction\": \"Write a polite SMS to my neighbour asking her to keep her dog quiet at night. Use at most 40 words.\"}\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let out = ok(bin()
+        .arg("--cache")
+        .arg(tmp.path().join("cache.sqlite"))
+        .arg("vary")
+        .arg(&run)
+        .arg("--seeds")
+        .arg(&seeds)
+        .output()
+        .unwrap());
+    let c = manifest(&run)["counts"].clone();
+    assert_eq!(c["seeds_in"], 1, "{}", String::from_utf8_lossy(&out.stderr));
+    let filter = lines(&run, "filter.jsonl");
+    assert_eq!(filter[0]["status"], "done", "{filter:?}");
+    if filter[0]["keep"] == false {
+        return; // The model may drop it; the schema and parsing worked.
+    }
+    let decomposition = &lines(&run, "decompositions.jsonl")[0];
+    if decomposition["status"] == "quarantined" {
+        assert_eq!(decomposition["kind"], "too_few_sub_instructions", "{decomposition}");
+        return;
+    }
+    let subs = decomposition["sub_instructions"].as_array().unwrap();
+    assert!(subs.len() >= 2);
+    let variants = lines(&run, "variants.jsonl");
+    assert_eq!(variants.len(), subs.len());
+    let seed_text = std::fs::read_to_string(&seeds).unwrap();
+    for v in &variants {
+        assert_eq!(v["status"], "done", "{v}");
+        // `find` was chosen from spans of the seed, so the edit always applies.
+        let find = v["find"].as_str().unwrap();
+        assert!(seed_text.contains(find), "{find:?} is not in the seed");
+        let prompt = v["prompt"].as_str().unwrap();
+        if v["valid"] == true {
+            assert!(prompt.contains(v["replace"].as_str().unwrap()), "{v}");
+        } else {
+            assert!(!v["reason"].as_str().unwrap().is_empty(), "{v}");
+        }
+    }
+}
