@@ -12,7 +12,10 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut gguf, mut adapter, mut ids, mut out) = (None, None, Vec::new(), None);
     while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--gguf" => gguf = Some(std::path::PathBuf::from(value()?)),
             "--adapter" => adapter = Some(std::path::PathBuf::from(value()?)),
@@ -63,7 +66,10 @@ fn main() -> anyhow::Result<()> {
                 dropout: 0.0,
                 targets: vec![demorecon_train::model::Target::Q],
             };
-            (TrainLlama::new(base.config.clone(), &base.weights, lora, 0)?, false)
+            (
+                TrainLlama::new(base.config.clone(), &base.weights, lora, 0)?,
+                false,
+            )
         }
     };
     let labels = vec![false; ids.len()];

@@ -2,7 +2,9 @@
 //! benchmark behind `scripts/bench-train.sh` — and splits each step into its phases.
 //!
 //! `cargo run -p demorecon-train --example train_step -- [--gguf FILE] [--len 128]
-//! [--prompt 64] [--rank 16] [--targets q,k,v,o] [--steps 3]`
+//! [--prompt 64] [--rank 16] [--targets q,k,v,o] [--steps 3] [--pair FILE]`
+//! (`--pair`: JSON `{"chosen": [ids], "rejected": [ids], "prompt_len": n}` instead of random
+//! ids, so another implementation can be timed on the same tokens).
 //! Prints one JSON line per step (`ref_s`, `forward_s`, `backward_s`, `optimizer_s`,
 //! `step_s`, `tokens_per_s`); the reference pass is included in the step, as TRL runs it.
 
@@ -19,6 +21,7 @@ fn main() -> anyhow::Result<()> {
     let mut gguf = None;
     let (mut len, mut prompt, mut rank, mut steps) = (128usize, 64usize, 16usize, 3usize);
     let mut targets = "q,k,v,o".to_string();
+    let mut pair_file = None;
     while let Some(flag) = args.next() {
         let mut value = || {
             args.next()
@@ -31,6 +34,7 @@ fn main() -> anyhow::Result<()> {
             "--rank" => rank = value()?.parse()?,
             "--steps" => steps = value()?.parse()?,
             "--targets" => targets = value()?,
+            "--pair" => pair_file = Some(value()?),
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -53,9 +57,35 @@ fn main() -> anyhow::Result<()> {
         ids: (0..len).map(|_| rng.random_range(100..vocab)).collect(),
         labels: (0..len).map(|t| t >= prompt).collect(),
     };
-    let chosen = seq();
-    let mut rejected = seq();
-    rejected.ids[..prompt].copy_from_slice(&chosen.ids[..prompt]);
+    let (chosen, rejected) = match pair_file {
+        Some(path) => {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+            let prompt = v["prompt_len"].as_u64().unwrap_or(0) as usize;
+            let ids = |key: &str| -> Vec<u32> {
+                v[key]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_u64())
+                            .map(|x| x as u32)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let seq = |ids: Vec<u32>| Sequence {
+                labels: (0..ids.len()).map(|t| t >= prompt).collect(),
+                ids,
+            };
+            len = v["chosen"].as_array().map_or(0, |a| a.len());
+            (seq(ids("chosen")), seq(ids("rejected")))
+        }
+        None => {
+            let chosen = seq();
+            let mut rejected = seq();
+            rejected.ids[..prompt].copy_from_slice(&chosen.ids[..prompt]);
+            (chosen, rejected)
+        }
+    };
     let example = Example::Pair { chosen, rejected };
     let cfg = TrainConfig {
         mode: Mode::SftDpo,

@@ -174,6 +174,8 @@ struct Block {
     o: FusedProjs,
     gate_up: FusedProjs,
     down: FusedProjs,
+    /// The MLP as one op, when none of its projections is adapted.
+    frozen_mlp: Option<ops::FrozenMlp>,
     attn_norm: Tensor,
     ffn_norm: Tensor,
 }
@@ -310,11 +312,24 @@ impl TrainLlama {
                     parts,
                 })
             };
+            // Drawn in the order q, k, v, o, gate, up, down.
+            let qkv = group(&[Target::Q, Target::K, Target::V])?;
+            let o = group(&[Target::O])?;
+            let gate_up = group(&[Target::Gate, Target::Up])?;
+            let down = group(&[Target::Down])?;
+            let frozen_mlp = [&gate_up, &down]
+                .iter()
+                .all(|g| g.parts.iter().all(|(_, _, l)| l.is_none()))
+                .then(|| ops::FrozenMlp {
+                    gate_up: gate_up.base.weight.clone(),
+                    down: down.base.weight.clone(),
+                });
             blocks.push(Block {
-                qkv: group(&[Target::Q, Target::K, Target::V])?,
-                o: group(&[Target::O])?,
-                gate_up: group(&[Target::Gate, Target::Up])?,
-                down: group(&[Target::Down])?,
+                qkv,
+                o,
+                gate_up,
+                down,
+                frozen_mlp,
                 attn_norm: get(&format!("blk.{i}.attn_norm.weight"))?,
                 ffn_norm: get(&format!("blk.{i}.ffn_norm.weight"))?,
             });
@@ -366,38 +381,33 @@ impl TrainLlama {
             );
         }
         let (n_head, n_kv, hd) = (cfg.head_count, cfg.head_count_kv, cfg.head_dim);
-        let n_rep = n_head / n_kv;
         let eps = cfg.rms_norm_eps as f32;
         let ids = Tensor::new(batch.ids.as_slice(), &Device::Cpu)?;
         let mut x = self.embed.index_select(&ids, 0)?;
-        let cos = self.cos.narrow(0, 0, len)?;
-        let sin = self.sin.narrow(0, 0, len)?;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let cos = self.cos.narrow(0, 0, len)?.contiguous()?;
+        let sin = self.sin.narrow(0, 0, len)?.contiguous()?;
         for block in &self.blocks {
             let h = ops::rms_norm(&x, &block.attn_norm, eps)?;
-            let heads = |t: &Tensor, n: usize| -> candle_core::Result<Tensor> {
-                t.reshape((rows, len, n, hd))?.transpose(1, 2)?.contiguous()
-            };
             let mut qkv = self.project(&block.qkv, &h, adapter)?.into_iter();
             let (Some(q), Some(k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
                 candle_core::bail!("q/k/v projection returned too few parts");
             };
-            let q = heads(&q, n_head)?;
-            let k = heads(&k, n_kv)?;
-            let v = heads(&v, n_kv)?;
-            let q = ops::rope_interleaved(&q, &cos, &sin)?;
-            let k = ops::rope_interleaved(&k, &cos, &sin)?;
-            // The n_rep query heads sharing a KV head become n_rep·len query rows against it.
-            let q = q.reshape((rows, n_kv, n_rep * len, hd))?;
-            let scores = q.matmul(&k.t()?)?;
-            let att = ops::causal_softmax(&scores, len, scale)?;
-            let y = att
-                .matmul(&v)?
-                .reshape((rows, n_head, len, hd))?
-                .transpose(1, 2)?
-                .reshape((rows * len, n_head * hd))?;
+            let y = ops::Attention {
+                rows,
+                len,
+                heads: n_head,
+                kv_heads: n_kv,
+                head_dim: hd,
+                cos: cos.clone(),
+                sin: sin.clone(),
+            }
+            .forward(&q, &k, &v)?;
             x = (self.project_one(&block.o, &y, adapter)? + x)?;
             let h = ops::rms_norm(&x, &block.ffn_norm, eps)?;
+            if let Some(mlp) = &block.frozen_mlp {
+                x = (mlp.forward(&h)? + x)?;
+                continue;
+            }
             let mut gate_up = self.project(&block.gate_up, &h, adapter)?.into_iter();
             let (Some(gate), Some(up)) = (gate_up.next(), gate_up.next()) else {
                 candle_core::bail!("gate/up projection returned too few parts");

@@ -3,13 +3,17 @@
 //! candle's fast kernels for RMSNorm, interleaved RoPE and the last-dimension softmax have no
 //! backward (a model built from them silently trains nothing), and its matmul backward always
 //! computes the gradient of *both* operands, so every frozen projection would cost a second,
-//! wasted GEMM per layer. Each op here runs the fast kernel forward and supplies the backward
-//! by hand, for the input only: the frozen tensors (weights, norm scales, rotation tables) live
-//! inside the op, outside the autograd graph.
+//! wasted GEMM per layer. Each op here runs fast kernels forward and supplies the backward by
+//! hand, for the inputs only: the frozen tensors (weights, norm scales, rotation tables) live
+//! inside the op, outside the autograd graph. The finite-difference test in
+//! `tests/train.rs` checks every one of them.
 //!
-//! [`LmHeadLogProb`] fuses the tied output projection, the log-softmax over the vocabulary and
-//! the pick of each target token: it returns one log-probability per row and keeps the softmax
-//! for the backward pass instead of materialising a log-softmax graph over 49,152 columns.
+//! Three ops fuse whole sub-graphs, because on a 2-core CPU each recorded candle op costs an
+//! output allocation, a gradient buffer and a thread-pool round trip: [`Attention`] (RoPE,
+//! grouped-query scores, causal softmax, values), [`FrozenMlp`] (SwiGLU without LoRA) and
+//! [`LmHeadLogProb`] (tied output projection, log-softmax over the vocabulary and the pick of
+//! each target token, keeping the softmax for the backward pass instead of a log-softmax graph
+//! over 49,152 columns). Together they halved the backward pass of a SmolLM2 step.
 
 use candle_core::{CpuStorage, CustomOp1, D, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -71,6 +75,107 @@ impl CustomOp1 for FrozenLinearOp {
     }
 }
 
+/// The frozen SwiGLU MLP `down(silu(x·Gᵀ) ⊙ x·Uᵀ)` as one op: two GEMMs and one
+/// elementwise pass forward, three GEMMs and one pass backward, instead of a dozen autograd
+/// nodes (splits, activation, product, each with its gradient buffers). Used when no MLP
+/// projection carries LoRA.
+pub struct FrozenMlp {
+    /// Gate rows then up rows, `(2·ffn, d)`.
+    pub gate_up: Tensor,
+    /// `(d, ffn)`.
+    pub down: Tensor,
+}
+
+impl FrozenMlp {
+    /// `x` is `(n, d)`; returns `(n, d)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let op = MlpOp {
+            gate_up: self.gate_up.clone(),
+            down: self.down.clone(),
+            saved: Mutex::new(None),
+            keep: x.track_op(),
+        };
+        if x.track_op() {
+            x.apply_op1(op)
+        } else {
+            x.apply_op1_no_bwd(&op)
+        }
+    }
+}
+
+struct MlpOp {
+    gate_up: Tensor,
+    down: Tensor,
+    /// The gate/up pre-activations `(n, 2·ffn)`, for the backward pass.
+    saved: Mutex<Option<Vec<f32>>>,
+    keep: bool,
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+impl CustomOp1 for MlpOp {
+    fn name(&self) -> &'static str {
+        "frozen-mlp"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = input_tensor(storage, layout)?;
+        let n = x.dim(0)?;
+        let ffn = self.down.dim(1)?;
+        let gu = x
+            .matmul(&self.gate_up.t()?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut act = vec![0f32; n * ffn];
+        act.par_chunks_mut(ffn)
+            .zip(gu.par_chunks(2 * ffn))
+            .for_each(|(a, row)| {
+                let (g, u) = row.split_at(ffn);
+                for j in 0..ffn {
+                    a[j] = g[j] * sigmoid(g[j]) * u[j];
+                }
+            });
+        let act = Tensor::from_vec(act, (n, ffn), &Device::Cpu)?;
+        let out = act.matmul(&self.down.t()?)?;
+        if self.keep {
+            *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(gu);
+        }
+        output_storage(&out)
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let Some(gu) = self.saved.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            candle_core::bail!("mlp backward run twice or without a forward")
+        };
+        let n = x.dim(0)?;
+        let ffn = self.down.dim(1)?;
+        let d_act = grad
+            .contiguous()?
+            .matmul(&self.down)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut d_gu = vec![0f32; n * 2 * ffn];
+        d_gu.par_chunks_mut(2 * ffn)
+            .zip(gu.par_chunks(2 * ffn))
+            .zip(d_act.par_chunks(ffn))
+            .for_each(|((d, row), da)| {
+                let (g, u) = row.split_at(ffn);
+                let (dg, du) = d.split_at_mut(ffn);
+                for j in 0..ffn {
+                    let s = sigmoid(g[j]);
+                    let silu = g[j] * s;
+                    du[j] = da[j] * silu;
+                    dg[j] = da[j] * u[j] * (s + silu * (1.0 - s));
+                }
+            });
+        let d_gu = Tensor::from_vec(d_gu, (n, 2 * ffn), &Device::Cpu)?;
+        Ok(Some(d_gu.matmul(&self.gate_up)?))
+    }
+}
+
 /// RMSNorm with a frozen scale; `x` is `(n, d)`.
 pub fn rms_norm(x: &Tensor, scale: &Tensor, eps: f32) -> Result<Tensor> {
     let x = x.contiguous()?;
@@ -113,100 +218,172 @@ impl CustomOp1 for RmsNormOp {
     }
 }
 
-/// Interleaved rotary embedding (GGUF's q/k layout) of `(b, heads, t, head_dim)` with tables
-/// `(t, head_dim / 2)`. A rotation, so its backward is the rotation by the opposite angle.
-pub fn rope_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let x = x.contiguous()?;
-    if x.track_op() {
-        x.apply_op1(RopeOp {
-            cos: cos.clone(),
-            sin: sin.clone(),
-        })
-    } else {
-        candle_nn::rotary_emb::rope_i(&x, cos, sin)
+/// In place over rows of `keys` scores: row `r` is a query at position `r % keys`, which sees
+/// keys `0..=r % keys`; the rest get weight 0.
+fn causal_softmax_rows(data: &mut [f32], keys: usize, scale: f32) {
+    data.par_chunks_mut(keys).enumerate().for_each(|(r, row)| {
+        let visible = r % keys + 1;
+        let (seen, hidden) = row.split_at_mut(visible);
+        let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for v in seen.iter_mut() {
+            *v = ((*v - max) * scale).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        for v in seen.iter_mut() {
+            *v *= inv;
+        }
+        hidden.fill(0.0);
+    });
+}
+
+/// Causal grouped-query self-attention with interleaved RoPE, from the projected `q`
+/// (`n × heads·hd`), `k` and `v` (`n × kv_heads·hd`) of `rows` sequences of `len` tokens to
+/// the heads' outputs (`n × heads·hd`), as one op: the reshapes, rotations, score and value
+/// products and the softmax run on plain tensors, and the backward pass is written out
+/// (saving the rotated q/k, v and the attention weights) instead of recorded op by op.
+pub struct Attention {
+    pub rows: usize,
+    pub len: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// RoPE tables for positions `0..len`, `(len, head_dim / 2)`.
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl Attention {
+    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+        let op = AttentionOp {
+            shape: AttentionShape {
+                rows: self.rows,
+                len: self.len,
+                heads: self.heads,
+                kv_heads: self.kv_heads,
+                head_dim: self.head_dim,
+            },
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            saved: Mutex::new(None),
+            keep: q.track_op() || k.track_op() || v.track_op(),
+        };
+        if op.keep {
+            q.apply_op3(&k, &v, op)
+        } else {
+            q.apply_op3_no_bwd(&k, &v, &op)
+        }
     }
 }
 
-struct RopeOp {
+#[derive(Clone, Copy)]
+struct AttentionShape {
+    rows: usize,
+    len: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl AttentionShape {
+    /// `(n, heads·hd)` → `(rows, heads, len, hd)`.
+    fn split(&self, t: &Tensor, heads: usize) -> Result<Tensor> {
+        t.reshape((self.rows, self.len, heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// `(rows, heads, len, hd)` (or the grouped view of it) → `(n, heads·hd)`.
+    fn merge(&self, t: &Tensor, heads: usize) -> Result<Tensor> {
+        t.reshape((self.rows, heads, self.len, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((self.rows * self.len, heads * self.head_dim))
+    }
+
+    /// Query heads sharing a KV head stacked as rows: `(rows, kv_heads, n_rep·len, hd)`.
+    fn grouped(&self, t: &Tensor) -> Result<Tensor> {
+        let n_rep = self.heads / self.kv_heads;
+        t.reshape((self.rows, self.kv_heads, n_rep * self.len, self.head_dim))
+    }
+
+    /// Un-rotates a gradient (rotation by `-θ`) and lays it out as `(n, heads·hd)`.
+    fn unrotate(&self, t: &Tensor, heads: usize, cos: &Tensor, neg_sin: &Tensor) -> Result<Tensor> {
+        let t = t
+            .reshape((self.rows, heads, self.len, self.head_dim))?
+            .contiguous()?;
+        self.merge(&candle_nn::rotary_emb::rope_i(&t, cos, neg_sin)?, heads)
+    }
+}
+
+struct AttentionOp {
+    shape: AttentionShape,
     cos: Tensor,
     sin: Tensor,
+    /// Grouped rotated q, rotated k, v and the attention weights, for the backward pass.
+    saved: Mutex<Option<[Tensor; 4]>>,
+    keep: bool,
 }
 
-impl CustomOp1 for RopeOp {
+impl candle_core::CustomOp3 for AttentionOp {
     fn name(&self) -> &'static str {
-        "rope-interleaved"
+        "causal-attention"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = input_tensor(storage, layout)?;
-        output_storage(&candle_nn::rotary_emb::rope_i(&x, &self.cos, &self.sin)?)
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let back = candle_nn::rotary_emb::rope_i(&grad.contiguous()?, &self.cos, &self.sin.neg()?)?;
-        Ok(Some(back))
-    }
-}
-
-/// Causal attention weights: `softmax(scale · scores)` over the last dimension with every key
-/// after the query masked out. `scores` is `(…, rows, keys)` where row `r` is the query at
-/// position `r % keys` (grouped heads stack their queries). Backward: `scale · y·(g − Σ g·y)`.
-pub fn causal_softmax(scores: &Tensor, keys: usize, scale: f32) -> Result<Tensor> {
-    let scores = scores.contiguous()?;
-    let op = CausalSoftmaxOp { keys, scale };
-    if scores.track_op() {
-        scores.apply_op1(op)
-    } else {
-        scores.apply_op1_no_bwd(&op)
-    }
-}
-
-struct CausalSoftmaxOp {
-    keys: usize,
-    scale: f32,
-}
-
-impl CustomOp1 for CausalSoftmaxOp {
-    fn name(&self) -> &'static str {
-        "causal-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("training ops take f32 tensors")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("training ops take contiguous tensors")
-        };
-        let keys = self.keys;
-        if layout.shape().dims().last() != Some(&keys) {
-            candle_core::bail!("causal softmax over {:?} with {keys} keys", layout.shape());
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let sh = self.shape;
+        let q = sh.split(&input_tensor(s1, l1)?, sh.heads)?;
+        let k = sh.split(&input_tensor(s2, l2)?, sh.kv_heads)?;
+        let v = sh.split(&input_tensor(s3, l3)?, sh.kv_heads)?;
+        let q = sh.grouped(&candle_nn::rotary_emb::rope_i(&q, &self.cos, &self.sin)?)?;
+        let k = candle_nn::rotary_emb::rope_i(&k, &self.cos, &self.sin)?;
+        let scores = q.matmul(&k.t()?)?;
+        let dims = scores.dims().to_vec();
+        let mut att = scores.flatten_all()?.to_vec1::<f32>()?;
+        causal_softmax_rows(&mut att, sh.len, 1.0 / (sh.head_dim as f32).sqrt());
+        let att = Tensor::from_vec(att, dims, &Device::Cpu)?;
+        let y = sh.merge(&att.matmul(&v)?, sh.heads)?;
+        if self.keep {
+            *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some([q, k, v, att]);
         }
-        let mut out = data[start..end].to_vec();
-        out.par_chunks_mut(keys).enumerate().for_each(|(r, row)| {
-            let visible = r % keys + 1;
-            let (seen, hidden) = row.split_at_mut(visible);
-            let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for v in seen.iter_mut() {
-                *v = ((*v - max) * self.scale).exp();
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            for v in seen.iter_mut() {
-                *v *= inv;
-            }
-            hidden.fill(0.0);
-        });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+        output_storage(&y)
     }
 
-    fn bwd(&self, _arg: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let y = y.detach();
-        let dot = (grad * &y)?.sum_keepdim(D::Minus1)?;
-        Ok(Some(
-            (grad.broadcast_sub(&dot)? * y)?.affine(self.scale as f64, 0.0)?,
-        ))
+    fn bwd(
+        &self,
+        _q: &Tensor,
+        _k: &Tensor,
+        _v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some([q, k, v, att]) = self.saved.lock().unwrap_or_else(|p| p.into_inner()).take()
+        else {
+            candle_core::bail!("attention backward run twice or without a forward")
+        };
+        let sh = self.shape;
+        let scale = 1.0 / (sh.head_dim as f64).sqrt();
+        let dy = sh.grouped(&sh.split(&grad.contiguous()?, sh.heads)?)?;
+        let d_att = dy.matmul(&v.t()?)?;
+        let dv = att.t()?.matmul(&dy)?;
+        let dot = (&d_att * &att)?.sum_keepdim(D::Minus1)?;
+        let d_scores = ((d_att.broadcast_sub(&dot)? * att)? * scale)?;
+        let dq = d_scores.matmul(&k)?;
+        let dk = d_scores.t()?.matmul(&q)?;
+        let neg_sin = self.sin.neg()?;
+        let dq = sh.unrotate(&dq, sh.heads, &self.cos, &neg_sin)?;
+        let dk = sh.unrotate(&dk, sh.kv_heads, &self.cos, &neg_sin)?;
+        Ok((Some(dq), Some(dk), Some(sh.merge(&dv, sh.kv_heads)?)))
     }
 }
 
