@@ -26,6 +26,24 @@ use crate::records::{
 };
 use crate::runner::Shard;
 
+/// Every data file of a run folder, relative to it (the manifest and state aside). All are
+/// written on every build, empty or not.
+pub const DATA_FILES: [&str; 13] = [
+    "seeds.jsonl",
+    "filter.jsonl",
+    "decompositions.jsonl",
+    "variants.jsonl",
+    "responses.jsonl",
+    "verdicts.jsonl",
+    "quarantine.jsonl",
+    "datasets/sft_fgiv_a.jsonl",
+    "datasets/sft_fgiv_r.jsonl",
+    "datasets/dpo_fgiv_a.jsonl",
+    "datasets/dpo_fgiv_r.jsonl",
+    "datasets/fgiv_eval.jsonl",
+    "datasets/fgiv_detection.jsonl",
+];
+
 /// The paper's FGIV-Eval size: 170 seeds with 4 variants each.
 pub const PAPER_EVAL_SEEDS: usize = 170;
 
@@ -358,30 +376,14 @@ pub fn publish(
         }
     }
 
-    const ALWAYS: [&str; 14] = [
-        "seeds.jsonl",
-        "filter.jsonl",
-        "decompositions.jsonl",
-        "variants.jsonl",
-        "responses.jsonl",
-        "verdicts.jsonl",
-        "quarantine.jsonl",
-        "datasets/sft_fgiv_a.jsonl",
-        "datasets/sft_fgiv_r.jsonl",
-        "datasets/dpo_fgiv_a.jsonl",
-        "datasets/dpo_fgiv_r.jsonl",
-        "datasets/fgiv_eval.jsonl",
-        "datasets/fgiv_detection.jsonl",
-        "",
-    ];
     let mut written = BTreeMap::new();
-    for path in ALWAYS.iter().filter(|p| !p.is_empty()) {
+    for path in DATA_FILES {
         let name = path.rsplit('/').next().expect("a name");
         let rows = files.remove(name).unwrap_or_default();
         write_atomic(&dir.join(path), &to_jsonl(&rows)).map_err(|e| {
             PipelineError::Other(format!("writing {}: {e}", dir.join(path).display()))
         })?;
-        written.insert((*path).to_owned(), rows.len());
+        written.insert(path.to_owned(), rows.len());
     }
     let counts = Counts::of(&views, bad_seeds.len(), &eval_ids, &written);
     Ok(BuildReport {

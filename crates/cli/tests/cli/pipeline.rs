@@ -8,27 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use demorecon_pipeline::build::DATA_FILES;
 use demorecon_testkit::{Fault, FaultServer};
 use serde_json::{Value, json};
 
 use super::bin;
-
-/// The data files a run writes (everything but the manifest and the state).
-const DATA_FILES: [&str; 13] = [
-    "seeds.jsonl",
-    "filter.jsonl",
-    "decompositions.jsonl",
-    "variants.jsonl",
-    "responses.jsonl",
-    "verdicts.jsonl",
-    "quarantine.jsonl",
-    "datasets/sft_fgiv_a.jsonl",
-    "datasets/sft_fgiv_r.jsonl",
-    "datasets/dpo_fgiv_a.jsonl",
-    "datasets/dpo_fgiv_r.jsonl",
-    "datasets/fgiv_eval.jsonl",
-    "datasets/fgiv_detection.jsonl",
-];
 
 fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
