@@ -19,27 +19,75 @@ pub fn to_jsonl<T: Serialize>(rows: impl IntoIterator<Item = T>) -> Vec<u8> {
 
 /// Replaces `path` with `bytes` atomically, creating parent folders.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = dir {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other(format!("{} is not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    let tmp = tmp_path(path)?;
     {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = dir
+    sync_parent(path);
+    Ok(())
+}
+
+/// A JSONL file written row by row into a sibling temporary file and put in place by
+/// [`commit`](Self::commit), so memory stays flat however many rows there are.
+pub struct AtomicJsonl {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    rows: usize,
+}
+
+impl AtomicJsonl {
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = tmp_path(path)?;
+        let file = std::fs::File::create(&tmp)?;
+        Ok(Self {
+            path: path.to_owned(),
+            tmp,
+            out: std::io::BufWriter::with_capacity(1 << 16, file),
+            rows: 0,
+        })
+    }
+
+    pub fn push<T: Serialize>(&mut self, row: &T) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, row)?;
+        self.out.write_all(b"\n")?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Flushes, syncs and renames over the target; returns the row count.
+    pub fn commit(self) -> std::io::Result<usize> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path)?;
+        sync_parent(&self.path);
+        Ok(self.rows)
+    }
+}
+
+fn tmp_path(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a file path", path.display())))?;
+    Ok(path.with_file_name(format!(".{}.tmp", name.to_string_lossy())))
+}
+
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && let Ok(d) = std::fs::File::open(dir)
     {
         // Persist the rename itself; failure here only weakens power-cut safety.
         let _ = d.sync_all();
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -66,5 +114,15 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+
+        let mut rows = AtomicJsonl::create(&path).unwrap();
+        rows.push(&serde_json::json!([1])).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "x\n",
+            "old file until commit"
+        );
+        assert_eq!(rows.commit().unwrap(), 1);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[1]\n");
     }
 }

@@ -10,10 +10,10 @@
 //! (`fgiv_detection.jsonl`). Splits are by seed: an FGIV-Eval seed contributes no row to any
 //! training file.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use demorecon_data::jsonl::{to_jsonl, write_atomic};
+use demorecon_data::jsonl::AtomicJsonl;
 use demorecon_data::{RunState, Seed, records::variant_id};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -112,15 +112,13 @@ pub struct StageUsage {
     pub completion_tokens: u64,
 }
 
-type Results = HashMap<(String, String), Value>;
-
-fn take<T: DeserializeOwned>(
-    results: &mut Results,
+fn read<T: DeserializeOwned>(
+    state: &RunState,
     unit: &str,
     stage: &str,
 ) -> Result<Option<Outcome<T>>, PipelineError> {
-    results
-        .remove(&(unit.to_owned(), stage.to_owned()))
+    state
+        .get(unit, stage)?
         .map(|v| {
             serde_json::from_value(v).map_err(|e| {
                 PipelineError::Other(format!(
@@ -131,73 +129,122 @@ fn take<T: DeserializeOwned>(
         .transpose()
 }
 
-/// Reads every in-scope seed's records from the store, in input order.
-pub fn load(state: &RunState, shard: Option<Shard>) -> Result<Vec<SeedView>, PipelineError> {
-    let mut results: Results = state
-        .all_results()?
+/// The seeds this build covers (the shard's, if any), in input order.
+pub fn seeds_in_scope(state: &RunState, shard: Option<Shard>) -> Result<Vec<Seed>, PipelineError> {
+    Ok(state
+        .seeds()?
         .into_iter()
-        .map(|(u, s, v)| ((u, s), v))
-        .collect();
-    let mut views = Vec::new();
-    for seed in state.seeds()? {
-        if shard.is_some_and(|s| !s.contains(&seed.id)) {
-            continue;
-        }
-        let id = seed.id.clone();
-        let decomposition: Option<Outcome<Decomposition>> =
-            take(&mut results, &id, stage::DECOMPOSE)?;
-        let n = decomposition
-            .as_ref()
-            .and_then(Outcome::done)
-            .map_or(0, |d| d.sub_instructions.len());
-        let mut variants = Vec::with_capacity(n);
-        for k in 0..n {
-            let vid = variant_id(&id, k);
-            variants.push(VariantView {
-                variant: take(&mut results, &vid, stage::VARY)?,
-                fgiv_a: take(&mut results, &vid, stage::FGIV_A)?,
-                fgiv_r: take(&mut results, &vid, stage::FGIV_R)?,
-                verdict: take(&mut results, &vid, stage::VERIFY)?,
-                id: vid,
-            });
-        }
-        views.push(SeedView {
-            filter: take(&mut results, &id, stage::FILTER)?,
-            seed_response: take(&mut results, &id, stage::SEED_RESPONSE)?,
-            decomposition,
-            variants,
-            seed,
-        });
-    }
-    Ok(views)
+        .filter(|s| shard.is_none_or(|sh| sh.contains(&s.id)))
+        .collect())
 }
 
-/// The FGIV-Eval seeds: among seeds with exactly 4 sub-instructions and 4 valid variants,
-/// the first `n` in an order fixed by `split_seed` — independent of sharding and input order.
-pub fn eval_seed_ids(views: &[SeedView], opts: &BuildOptions) -> HashSet<String> {
-    let decomposed = views
+/// Everything the store holds about one seed. Read one seed at a time, so a build's memory
+/// does not grow with the run.
+pub fn load_seed(state: &RunState, seed: Seed) -> Result<SeedView, PipelineError> {
+    let id = seed.id.clone();
+    let decomposition: Option<Outcome<Decomposition>> = read(state, &id, stage::DECOMPOSE)?;
+    let n = decomposition
+        .as_ref()
+        .and_then(Outcome::done)
+        .map_or(0, |d| d.sub_instructions.len());
+    let mut variants = Vec::with_capacity(n);
+    for k in 0..n {
+        let vid = variant_id(&id, k);
+        variants.push(VariantView {
+            variant: read(state, &vid, stage::VARY)?,
+            fgiv_a: read(state, &vid, stage::FGIV_A)?,
+            fgiv_r: read(state, &vid, stage::FGIV_R)?,
+            verdict: read(state, &vid, stage::VERIFY)?,
+            id: vid,
+        });
+    }
+    Ok(SeedView {
+        filter: read(state, &id, stage::FILTER)?,
+        seed_response: read(state, &id, stage::SEED_RESPONSE)?,
+        decomposition,
+        variants,
+        seed,
+    })
+}
+
+impl SeedView {
+    fn decomposed(&self) -> bool {
+        self.decomposition
+            .as_ref()
+            .and_then(Outcome::done)
+            .is_some()
+    }
+
+    /// Exactly 4 sub-instructions, all 4 variants valid.
+    fn eval_eligible(&self) -> bool {
+        self.variants.len() == 4 && self.variants.iter().all(|x| x.valid().is_some())
+    }
+}
+
+/// The FGIV-Eval seeds: among the eligible seeds (exactly 4 sub-instructions and 4 valid
+/// variants), the first `n` in an order fixed by `split_seed` — independent of sharding and
+/// input order. `decomposed` sets the default `n`.
+pub fn eval_seed_ids(
+    eligible: &[String],
+    decomposed: usize,
+    opts: &BuildOptions,
+) -> HashSet<String> {
+    let mut order: Vec<(blake3::Hash, &String)> = eligible
         .iter()
-        .filter(|v| v.decomposition.as_ref().and_then(Outcome::done).is_some())
-        .count();
-    let mut eligible: Vec<(blake3::Hash, &str)> = views
-        .iter()
-        .filter(|v| v.variants.len() == 4 && v.variants.iter().all(|x| x.valid().is_some()))
-        .map(|v| {
+        .map(|id| {
             let mut h = blake3::Hasher::new();
             h.update(&opts.split_seed.to_le_bytes());
-            h.update(v.seed.id.as_bytes());
-            (h.finalize(), v.seed.id.as_str())
+            h.update(id.as_bytes());
+            (h.finalize(), id)
         })
         .collect();
-    eligible.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    order.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let n = opts
         .eval_seeds
         .unwrap_or_else(|| PAPER_EVAL_SEEDS.min((decomposed / 10).max(1)));
-    eligible
+    order
         .into_iter()
         .take(n)
-        .map(|(_, id)| id.to_owned())
+        .map(|(_, id)| id.clone())
         .collect()
+}
+
+/// The data files being written: rows go straight to temporary files that replace the old
+/// ones on commit, so a build holds one seed in memory, not the run.
+struct Outputs {
+    files: BTreeMap<&'static str, (&'static str, AtomicJsonl)>,
+}
+
+impl Outputs {
+    fn create(dir: &Path) -> Result<Self, PipelineError> {
+        let mut files = BTreeMap::new();
+        for path in DATA_FILES {
+            let name = path.rsplit('/').next().expect("a name");
+            let writer = AtomicJsonl::create(&dir.join(path)).map_err(|e| {
+                PipelineError::Other(format!("writing {}: {e}", dir.join(path).display()))
+            })?;
+            files.insert(name, (path, writer));
+        }
+        Ok(Self { files })
+    }
+
+    fn add(&mut self, name: &str, row: Value) -> Result<(), PipelineError> {
+        let (path, writer) = self.files.get_mut(name).expect("a known data file");
+        writer
+            .push(&row)
+            .map_err(|e| PipelineError::Other(format!("writing {path}: {e}")))
+    }
+
+    fn commit(self) -> Result<BTreeMap<String, usize>, PipelineError> {
+        let mut written = BTreeMap::new();
+        for (_, (path, writer)) in self.files {
+            let rows = writer
+                .commit()
+                .map_err(|e| PipelineError::Other(format!("writing {path}: {e}")))?;
+            written.insert(path.to_owned(), rows);
+        }
+        Ok(written)
+    }
 }
 
 fn user(content: &str) -> Value {
@@ -237,10 +284,23 @@ pub fn publish(
     opts: &BuildOptions,
     bad_seeds: &[Value],
 ) -> Result<BuildReport, PipelineError> {
-    let views = load(state, opts.shard)?;
-    let eval_ids = eval_seed_ids(&views, opts);
+    let seeds = seeds_in_scope(state, opts.shard)?;
+    // Pass 1: counts, and which seeds are held out.
+    let mut counts = Counts::new(bad_seeds.len());
+    let (mut eligible, mut decomposed) = (Vec::new(), 0);
+    for seed in &seeds {
+        let view = load_seed(state, seed.clone())?;
+        counts.add(&view);
+        decomposed += usize::from(view.decomposed());
+        if view.eval_eligible() {
+            eligible.push(seed.id.clone());
+        }
+    }
+    let eval_ids = eval_seed_ids(&eligible, decomposed, opts);
+    counts.fgiv_eval_seeds = eval_ids.len();
 
-    let mut files: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    // Pass 2: the files, one seed at a time.
+    let mut files = Outputs::create(dir)?;
     let mut usage: BTreeMap<String, BTreeMap<String, StageUsage>> = BTreeMap::new();
     let mut tally = |stage: &str, calls: &[CallRecord]| {
         for c in calls {
@@ -254,17 +314,17 @@ pub fn publish(
             u.completion_tokens += c.completion_tokens;
         }
     };
-    files
-        .entry("quarantine.jsonl")
-        .or_default()
-        .extend(bad_seeds.iter().cloned());
+    for row in bad_seeds {
+        files.add("quarantine.jsonl", row.clone())?;
+    }
 
-    for view in &views {
+    for seed in seeds {
+        let view = &load_seed(state, seed)?;
         let seed_id = view.seed.id.as_str();
-        files
-            .entry("seeds.jsonl")
-            .or_default()
-            .push(serde_json::to_value(&view.seed).expect("seeds serialise"));
+        files.add(
+            "seeds.jsonl",
+            serde_json::to_value(&view.seed).expect("seeds serialise"),
+        )?;
         let quarantine = |unit: &str, stage: &str, q: &crate::records::Quarantine| {
             push_quarantine(unit, seed_id, stage, q)
         };
@@ -274,20 +334,14 @@ pub fn publish(
             if let Outcome::Quarantined(q) = f {
                 quarantined.push(quarantine(seed_id, stage::FILTER, q));
             }
-            files
-                .entry("filter.jsonl")
-                .or_default()
-                .push(status_row(("seed_id", seed_id), f));
+            files.add("filter.jsonl", status_row(("seed_id", seed_id), f))?;
         }
         if let Some(d) = &view.decomposition {
             push_calls(&mut tally, stage::DECOMPOSE, d, |r| &r.calls);
             if let Outcome::Quarantined(q) = d {
                 quarantined.push(quarantine(seed_id, stage::DECOMPOSE, q));
             }
-            files
-                .entry("decompositions.jsonl")
-                .or_default()
-                .push(status_row(("seed_id", seed_id), d));
+            files.add("decompositions.jsonl", status_row(("seed_id", seed_id), d))?;
         }
         if let Some(r) = &view.seed_response {
             push_calls(&mut tally, stage::SEED_RESPONSE, r, |r| &r.calls);
@@ -297,7 +351,7 @@ pub fn publish(
             let mut row = status_row(("unit", seed_id), r);
             row["seed_id"] = json!(seed_id);
             row["kind"] = json!("seed");
-            files.entry("responses.jsonl").or_default().push(row);
+            files.add("responses.jsonl", row)?;
         }
         for v in &view.variants {
             if let Some(o) = &v.variant {
@@ -307,7 +361,7 @@ pub fn publish(
                 }
                 let mut row = status_row(("variant_id", &v.id), o);
                 row["seed_id"] = json!(seed_id);
-                files.entry("variants.jsonl").or_default().push(row);
+                files.add("variants.jsonl", row)?;
             }
             for (kind, st, o) in [
                 ("fgiv_a", stage::FGIV_A, &v.fgiv_a),
@@ -322,7 +376,7 @@ pub fn publish(
                     row["seed_id"] = json!(seed_id);
                     row["variant_id"] = json!(v.id);
                     row["kind"] = json!(kind);
-                    files.entry("responses.jsonl").or_default().push(row);
+                    files.add("responses.jsonl", row)?;
                 }
             }
             if let Some(o) = &v.verdict {
@@ -332,13 +386,12 @@ pub fn publish(
                 }
                 let mut row = status_row(("variant_id", &v.id), o);
                 row["seed_id"] = json!(seed_id);
-                files.entry("verdicts.jsonl").or_default().push(row);
+                files.add("verdicts.jsonl", row)?;
             }
         }
-        files
-            .entry("quarantine.jsonl")
-            .or_default()
-            .extend(quarantined);
+        for row in quarantined {
+            files.add("quarantine.jsonl", row)?;
+        }
 
         // Training and evaluation data.
         let Some(seed_response) = view.response() else {
@@ -346,46 +399,41 @@ pub fn publish(
         };
         let prompt = view.seed.prompt();
         if eval_ids.contains(seed_id) {
-            eval_rows(view, &mut files);
+            eval_rows(view, &mut files)?;
             continue;
         }
         for (name, kind) in [("sft_fgiv_a.jsonl", "a"), ("sft_fgiv_r.jsonl", "r")] {
-            let rows = files.entry(name).or_default();
-            rows.push(sft_row(&prompt, &seed_response.text, seed_id, None));
+            files.add(name, sft_row(&prompt, &seed_response.text, seed_id, None))?;
             for v in &view.variants {
                 if let Some((variant, response)) = pair(v, kind, opts.keep_unverified) {
-                    rows.push(sft_row(&variant.prompt, response, seed_id, Some(&v.id)));
+                    files.add(
+                        name,
+                        sft_row(&variant.prompt, response, seed_id, Some(&v.id)),
+                    )?;
                 }
             }
         }
         for (name, kind) in [("dpo_fgiv_a.jsonl", "a"), ("dpo_fgiv_r.jsonl", "r")] {
-            let rows = files.entry(name).or_default();
             for v in &view.variants {
                 if let Some((variant, response)) = pair(v, kind, opts.keep_unverified) {
-                    rows.push(json!({
-                        "prompt": user(&variant.prompt),
-                        "chosen": assistant(response),
-                        "rejected": assistant(&seed_response.text),
-                        "seed_id": seed_id,
-                        "variant_id": v.id,
-                        "edit_kind": variant.edit_kind,
-                        "modified_sub_instruction": variant.modified_sub_instruction,
-                    }));
+                    files.add(
+                        name,
+                        json!({
+                            "prompt": user(&variant.prompt),
+                            "chosen": assistant(response),
+                            "rejected": assistant(&seed_response.text),
+                            "seed_id": seed_id,
+                            "variant_id": v.id,
+                            "edit_kind": variant.edit_kind,
+                            "modified_sub_instruction": variant.modified_sub_instruction,
+                        }),
+                    )?;
                 }
             }
         }
     }
 
-    let mut written = BTreeMap::new();
-    for path in DATA_FILES {
-        let name = path.rsplit('/').next().expect("a name");
-        let rows = files.remove(name).unwrap_or_default();
-        write_atomic(&dir.join(path), &to_jsonl(&rows)).map_err(|e| {
-            PipelineError::Other(format!("writing {}: {e}", dir.join(path).display()))
-        })?;
-        written.insert(path.to_owned(), rows.len());
-    }
-    let counts = Counts::of(&views, bad_seeds.len(), &eval_ids, &written);
+    let written = files.commit()?;
     Ok(BuildReport {
         counts,
         usage,
@@ -443,7 +491,7 @@ fn pair<'v>(
 }
 
 /// FGIV-Eval prompts (one per variant) and balanced detection rows for one held-out seed.
-fn eval_rows(view: &SeedView, files: &mut BTreeMap<&str, Vec<Value>>) {
+fn eval_rows(view: &SeedView, files: &mut Outputs) -> Result<(), PipelineError> {
     let seed_id = view.seed.id.as_str();
     let subs = view
         .decomposition
@@ -467,17 +515,20 @@ fn eval_rows(view: &SeedView, files: &mut BTreeMap<&str, Vec<Value>>) {
         if let Some(s) = sub_instructions.get_mut(variant.k) {
             s.clone_from(&variant.modified_sub_instruction);
         }
-        files.entry("fgiv_eval.jsonl").or_default().push(json!({
-            "seed_id": seed_id,
-            "variant_id": v.id,
-            "prompt": variant.prompt,
-            "sub_instructions": sub_instructions,
-            "modified_index": variant.k,
-            "original_sub_instruction": variant.original_sub_instruction,
-            "modified_sub_instruction": variant.modified_sub_instruction,
-            "edit_kind": variant.edit_kind,
-            "seed_prompt": view.seed.prompt(),
-        }));
+        files.add(
+            "fgiv_eval.jsonl",
+            json!({
+                "seed_id": seed_id,
+                "variant_id": v.id,
+                "prompt": variant.prompt,
+                "sub_instructions": sub_instructions,
+                "modified_index": variant.k,
+                "original_sub_instruction": variant.original_sub_instruction,
+                "modified_sub_instruction": variant.modified_sub_instruction,
+                "edit_kind": variant.edit_kind,
+                "seed_prompt": view.seed.prompt(),
+            }),
+        )?;
         // Detection: its own answer (yes) against a sibling's or the seed's (no), one each, so
         // the set stays balanced.
         let Some(own) = answers[i] else { continue };
@@ -493,14 +544,20 @@ fn eval_rows(view: &SeedView, files: &mut BTreeMap<&str, Vec<Value>>) {
         let Some((negative, from)) = negative else {
             continue;
         };
-        let rows = files.entry("fgiv_detection.jsonl").or_default();
-        rows.push(json!({
-            "seed_id": seed_id, "variant_id": v.id, "prompt": variant.prompt,
-            "response": own, "response_from": v.id, "label": "yes",
-        }));
-        rows.push(json!({
-            "seed_id": seed_id, "variant_id": v.id, "prompt": variant.prompt,
-            "response": negative, "response_from": from, "label": "no",
-        }));
+        files.add(
+            "fgiv_detection.jsonl",
+            json!({
+                "seed_id": seed_id, "variant_id": v.id, "prompt": variant.prompt,
+                "response": own, "response_from": v.id, "label": "yes",
+            }),
+        )?;
+        files.add(
+            "fgiv_detection.jsonl",
+            json!({
+                "seed_id": seed_id, "variant_id": v.id, "prompt": variant.prompt,
+                "response": negative, "response_from": from, "label": "no",
+            }),
+        )?;
     }
+    Ok(())
 }

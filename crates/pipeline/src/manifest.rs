@@ -2,7 +2,7 @@
 //! is filtered out, quarantined, done or still pending; every variant valid, invalid,
 //! quarantined or pending) and the closing table a run prints.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -43,129 +43,103 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn of(
-        views: &[SeedView],
-        unreadable: usize,
-        eval_ids: &HashSet<String>,
-        _files: &BTreeMap<String, usize>,
-    ) -> Self {
+    /// Counts for a build whose seed file had `unreadable` bad records; add each seed's view.
+    pub fn new(unreadable: usize) -> Self {
         let mut c = Counts {
-            seeds_in: views.len(),
             seeds_unreadable: unreadable,
-            fgiv_eval_seeds: eval_ids.len(),
             ..Counts::default()
         };
         if unreadable > 0 {
             c.quarantined_by_reason
                 .insert("read/bad_seed".into(), unreadable);
         }
-        let mut reason = |stage: &str, kind: &str| {
-            *c.quarantined_by_reason
-                .entry(format!("{stage}/{kind}"))
-                .or_default() += 1;
-        };
-        let (mut filtered, mut quarantined, mut done, mut pending) = (0, 0, 0, 0);
-        let mut v = [0usize; 5];
-        let mut r = [0usize; 5];
-        let mut verify = [0usize; 5];
-        for view in views {
-            match (&view.filter, &view.decomposition) {
-                (None, _) => pending += 1,
-                (Some(Outcome::Quarantined(q)), _) => {
-                    quarantined += 1;
-                    reason("filter", &q.kind);
-                }
-                (Some(Outcome::Done(f)), _) if !f.keep => filtered += 1,
-                // Kept but not decomposed: a filter-only run, or one that was interrupted.
-                (Some(Outcome::Done(_)), None) => pending += 1,
-                (Some(Outcome::Done(_)), Some(Outcome::Quarantined(q))) => {
-                    quarantined += 1;
-                    reason("decompose", &q.kind);
-                }
-                (Some(Outcome::Done(_)), Some(Outcome::Done(_))) => done += 1,
+        c
+    }
+
+    fn quarantined(&mut self, stage: &str, kind: &str) {
+        *self
+            .quarantined_by_reason
+            .entry(format!("{stage}/{kind}"))
+            .or_default() += 1;
+    }
+
+    /// Counts one seed and its variants.
+    pub fn add(&mut self, view: &SeedView) {
+        self.seeds_in += 1;
+        match (&view.filter, &view.decomposition) {
+            (None, _) => self.seeds_pending += 1,
+            (Some(Outcome::Quarantined(q)), _) => {
+                self.seeds_quarantined += 1;
+                self.quarantined("filter", &q.kind);
             }
-            match &view.seed_response {
-                Some(Outcome::Done(resp)) if resp.source == ResponseSource::Given => r[0] += 1,
-                Some(Outcome::Done(_)) => r[1] += 1,
+            (Some(Outcome::Done(f)), _) if !f.keep => self.seeds_filtered_out += 1,
+            // Kept but not decomposed: a filter-only run, or one that was interrupted.
+            (Some(Outcome::Done(_)), None) => self.seeds_pending += 1,
+            (Some(Outcome::Done(_)), Some(Outcome::Quarantined(q))) => {
+                self.seeds_quarantined += 1;
+                self.quarantined("decompose", &q.kind);
+            }
+            (Some(Outcome::Done(_)), Some(Outcome::Done(_))) => self.seeds_done += 1,
+        }
+        match &view.seed_response {
+            Some(Outcome::Done(r)) if r.source == ResponseSource::Given => {
+                self.seed_responses_given += 1
+            }
+            Some(Outcome::Done(_)) => self.seed_responses_generated += 1,
+            Some(Outcome::Quarantined(q)) => {
+                self.responses_quarantined += 1;
+                self.quarantined("respond_seed", &q.kind);
+            }
+            None => {}
+        }
+        for x in &view.variants {
+            self.variants += 1;
+            match &x.variant {
+                None => self.variants_pending += 1,
                 Some(Outcome::Quarantined(q)) => {
-                    r[4] += 1;
-                    reason("respond_seed", &q.kind);
+                    self.variants_quarantined += 1;
+                    self.quarantined("vary", &q.kind);
                 }
-                None => {}
+                Some(Outcome::Done(var)) => {
+                    if var.valid {
+                        self.variants_valid += 1;
+                    } else {
+                        self.variants_invalid += 1;
+                    }
+                    self.variants_rewrite_flagged += usize::from(var.rewrite_flagged);
+                }
             }
-            for x in &view.variants {
-                v[0] += 1;
-                match &x.variant {
-                    None => v[4] += 1,
+            for (direct, stage, o) in [
+                (true, "respond_a", &x.fgiv_a),
+                (false, "respond_r", &x.fgiv_r),
+            ] {
+                match o {
+                    Some(Outcome::Done(_)) if direct => self.responses_fgiv_a += 1,
+                    Some(Outcome::Done(_)) => self.responses_fgiv_r += 1,
                     Some(Outcome::Quarantined(q)) => {
-                        v[3] += 1;
-                        reason("vary", &q.kind);
-                    }
-                    Some(Outcome::Done(var)) => {
-                        if var.valid {
-                            v[1] += 1;
-                        } else {
-                            v[2] += 1;
-                        }
-                        if var.rewrite_flagged {
-                            c.variants_rewrite_flagged += 1;
-                        }
-                    }
-                }
-                for (slot, stage, o) in [(2, "respond_a", &x.fgiv_a), (3, "respond_r", &x.fgiv_r)] {
-                    match o {
-                        Some(Outcome::Done(_)) => r[slot] += 1,
-                        Some(Outcome::Quarantined(q)) => {
-                            r[4] += 1;
-                            reason(stage, &q.kind);
-                        }
-                        None => {}
-                    }
-                }
-                match &x.verdict {
-                    Some(Outcome::Done(d)) => {
-                        if d.method == VerifyMethod::Code {
-                            verify[0] += 1;
-                        } else {
-                            verify[1] += 1;
-                        }
-                        verify[3] += usize::from(d.pair_valid_a);
-                        verify[4] += usize::from(d.pair_valid_r);
-                    }
-                    Some(Outcome::Quarantined(q)) => {
-                        verify[2] += 1;
-                        reason("verify", &q.kind);
+                        self.responses_quarantined += 1;
+                        self.quarantined(stage, &q.kind);
                     }
                     None => {}
                 }
             }
+            match &x.verdict {
+                Some(Outcome::Done(d)) => {
+                    if d.method == VerifyMethod::Code {
+                        self.verified_by_code += 1;
+                    } else {
+                        self.verified_by_judge += 1;
+                    }
+                    self.pairs_valid_fgiv_a += usize::from(d.pair_valid_a);
+                    self.pairs_valid_fgiv_r += usize::from(d.pair_valid_r);
+                }
+                Some(Outcome::Quarantined(q)) => {
+                    self.verify_quarantined += 1;
+                    self.quarantined("verify", &q.kind);
+                }
+                None => {}
+            }
         }
-        c.seeds_filtered_out = filtered;
-        c.seeds_quarantined = quarantined;
-        c.seeds_done = done;
-        c.seeds_pending = pending;
-        [
-            c.variants,
-            c.variants_valid,
-            c.variants_invalid,
-            c.variants_quarantined,
-            c.variants_pending,
-        ] = v;
-        [
-            c.seed_responses_given,
-            c.seed_responses_generated,
-            c.responses_fgiv_a,
-            c.responses_fgiv_r,
-            c.responses_quarantined,
-        ] = r;
-        [
-            c.verified_by_code,
-            c.verified_by_judge,
-            c.verify_quarantined,
-            c.pairs_valid_fgiv_a,
-            c.pairs_valid_fgiv_r,
-        ] = verify;
-        c
     }
 
     /// The identities the manifest promises; a broken one is a bug in the counting.
