@@ -24,6 +24,7 @@ use crate::context::{Context, RoleName};
 
 /// How to read a seed file.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Seeds")]
 pub struct SeedArgs {
     /// Seed file layout: auto, jsonl, alpaca, sharegpt (WizardLM Evol-Instruct).
     #[arg(long, default_value = "auto", value_name = "FORMAT")]
@@ -39,6 +40,7 @@ pub struct SeedArgs {
 
 /// Options of the stages.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Stages")]
 pub struct StageArgs {
     /// Folder with {stage}.toml files that replace the built-in prompts.
     #[arg(long, value_name = "DIR")]
@@ -68,6 +70,7 @@ pub struct StageArgs {
 
 /// Options of the datasets.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Datasets")]
 pub struct BuildArgs {
     /// FGIV-Eval seeds to hold out (default: min(170, a tenth of the decomposed seeds)).
     #[arg(long, value_name = "N")]
