@@ -97,10 +97,12 @@ fn adapted_model_spec(dir: &Path, model: Option<&str>, ctx: &Context) -> anyhow:
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         hasher.update(&bytes);
     }
-    let merged = home
-        .join("train")
-        .join("merged")
-        .join(format!("{}.gguf", &hasher.finalize().to_hex()[..32]));
+    // Named after the base so clients see which model it is (the default served name).
+    let merged = home.join("train").join("merged").join(format!(
+        "{}-lora-{}.gguf",
+        demorecon_embedded::engine::model_name(&base),
+        &hasher.finalize().to_hex()[..12]
+    ));
     if !merged.exists() {
         eprintln!(
             "demorecon serve: merging {} into {}",
