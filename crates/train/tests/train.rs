@@ -489,3 +489,74 @@ fn a_resumed_run_ends_with_the_same_adapter_bit_for_bit() {
     let err = demorecon_train::run(&interrupted, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("other settings"), "{err:#}");
 }
+
+/// The one test on the real SmolLM2-135M: its chat template labels a row of
+/// `examples/prefs.jsonl` as TRL would, and one SFT+DPO step on it starts at DPO = ln 2 and
+/// lowers the loss.
+#[test]
+fn smollm2_labels_and_one_step_on_the_example_preferences() {
+    let path = demorecon_embedded::ensure_model(&demorecon_llm::home::data_home())
+        .expect("the default model");
+    let base = Base::load(&path).unwrap();
+    let prefs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/prefs.jsonl");
+    let rows =
+        demorecon_train::data::read_jsonl(&prefs, demorecon_train::data::parse_pair).unwrap();
+    assert_eq!(rows.len(), 24);
+    let (examples, report) =
+        demorecon_train::data::tokenize(&base.encoder, &rows[..1], 1024, false).unwrap();
+    assert_eq!(report.sequences_truncated, 0);
+    let Example::Pair { chosen, rejected } = &examples[0] else {
+        panic!("not a pair")
+    };
+    let decode_labelled = |s: &Sequence| {
+        let ids: Vec<u32> = s
+            .ids
+            .iter()
+            .zip(&s.labels)
+            .filter(|(_, l)| **l)
+            .map(|(&id, _)| id)
+            .collect();
+        base.encoder.tokenizer.decode(&ids)
+    };
+    // `<|im_end|>` is labelled but decodes to nothing; the newline after it is labelled too.
+    assert_eq!(
+        decode_labelled(chosen),
+        "The capital of France is Paris. Stay curious!\n"
+    );
+    assert_eq!(
+        decode_labelled(rejected),
+        "The capital of France is Paris.\n"
+    );
+    // The template's default system prompt comes first; `<|im_start|>system` is [1, 9690].
+    assert_eq!(&chosen.ids[..2], &[1, 9690]);
+    let shared = chosen
+        .ids
+        .iter()
+        .zip(&rejected.ids)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(shared >= chosen.labels.iter().position(|&l| l).unwrap());
+
+    let spec = lora(8, &[Target::Q, Target::K, Target::V, Target::O], 0.0);
+    let model = TrainLlama::new(base.config.clone(), &base.weights, spec, 0).unwrap();
+    let mut cache = RefCache::in_memory();
+    let refs = trainer::reference_logps(&model, &examples, &base.key, &mut cache, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        lr: 1e-3,
+        epochs: 2,
+        batch_size: 1,
+        save_steps: 0,
+        ..TrainConfig::default()
+    };
+    let outcome = trainer::train(&model, &examples, &refs, &cfg, dir.path(), false, "t").unwrap();
+    let [first, second] = &outcome.metrics[..] else {
+        panic!("{:?}", outcome.metrics)
+    };
+    assert!(
+        (first.dpo_loss.unwrap() - std::f64::consts::LN_2).abs() < 1e-5,
+        "{first:?}"
+    );
+    assert!(second.loss < first.loss, "{first:?} {second:?}");
+    assert!(second.reward_margin.unwrap() > 0.0, "{second:?}");
+}
