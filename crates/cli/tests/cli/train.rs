@@ -1,0 +1,112 @@
+//! `demorecon train` through the binary on a tiny random llama GGUF: a run that is
+//! interrupted and resumed ends with the same adapter as one that is not, the summary and
+//! metrics are there, and `chat --model-path` answers with the merged model.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::bin;
+
+fn write_prefs(path: &Path) {
+    let mut text = String::new();
+    for topic in ["rivers", "stars", "bread", "clocks", "maps", "salt"] {
+        let row = serde_json::json!({
+            "prompt": [{"role": "user", "content": format!("Tell me about {topic}.")}],
+            "chosen": [{"role": "assistant", "content": format!("{topic} matter. OK!")}],
+            "rejected": [{"role": "assistant", "content": format!("{topic} are dull.")}],
+        });
+        text.push_str(&format!("{row}\n"));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn train(home: &Path, args: &[String]) -> Value {
+    let out = bin()
+        .env("DEMORECON_HOME", home)
+        .args(["train", "--json", "--epochs", "3", "--batch-size", "2"])
+        .args(["--lr", "1e-2", "--lora-dropout", "0.1", "--save-steps", "2"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn train_resumes_exactly_and_the_merged_model_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let base = dir.path().join("tiny.gguf");
+    demorecon_train::tiny::write_tiny_gguf(&base, 5).unwrap();
+    let prefs = dir.path().join("prefs.jsonl");
+    write_prefs(&prefs);
+    let common = |out: &str| {
+        vec![
+            "--dpo".to_string(),
+            prefs.display().to_string(),
+            "--base".into(),
+            base.display().to_string(),
+            "--out".into(),
+            dir.path().join(out).display().to_string(),
+        ]
+    };
+    let args = |out: &str, extra: &[&str]| {
+        let mut v = common(out);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    let straight = train(&home, &args("a", &[]));
+    assert_eq!(straight["finished"], true);
+    assert_eq!(straight["total_steps"], 9);
+    assert_eq!(straight["reference_computed"], 12);
+    assert!(straight["last"]["loss"].as_f64() < straight["first"]["loss"].as_f64());
+
+    let stopped = train(&home, &args("b", &["--stop-after-steps", "3"]));
+    assert_eq!(stopped["finished"], false);
+    assert_eq!(stopped["adapter"], Value::Null);
+    let resumed = train(&home, &args("b", &["--resume"]));
+    assert_eq!(resumed["resumed_from_step"], 2);
+    assert_eq!(
+        resumed["reference_reused"], 12,
+        "the cache in DEMORECON_HOME is reused"
+    );
+    let adapter = |run: &str| {
+        std::fs::read(
+            dir.path()
+                .join(run)
+                .join("adapter/adapter_model.safetensors"),
+        )
+        .unwrap()
+    };
+    assert!(adapter("a") == adapter("b"), "resumed adapter differs");
+    let metrics = std::fs::read_to_string(dir.path().join("b/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 9);
+
+    let merged = dir.path().join("a/model.gguf");
+    let out = bin()
+        .env("DEMORECON_HOME", &home)
+        .args([
+            "--no-cache",
+            "chat",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+        ])
+        .arg("--model-path")
+        .arg(&merged)
+        .arg("Tell me about salt.")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
