@@ -799,7 +799,10 @@ fn embedded_model_filters_decomposes_and_varies_a_seed() {
     }
     let decomposition = &lines(&run, "decompositions.jsonl")[0];
     if decomposition["status"] == "quarantined" {
-        assert_eq!(decomposition["kind"], "too_few_sub_instructions", "{decomposition}");
+        assert_eq!(
+            decomposition["kind"], "too_few_sub_instructions",
+            "{decomposition}"
+        );
         return;
     }
     let subs = decomposition["sub_instructions"].as_array().unwrap();
