@@ -239,8 +239,8 @@ pub fn run(opts: &RunOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<RunRe
         .count();
     let sft_rows = examples.len() - pairs;
     log(&format!(
-        "{} rows: {pairs} preference pairs, {sft_rows} SFT rows; --max-length {} truncated {} \
-         sequences ({} tokens){}",
+        "{} rows: {pairs} preference pairs, {sft_rows} SFT rows; --max-length {} cut {} \
+         sequence(s), {} token(s) in all{}",
         rows.len(),
         opts.max_length,
         truncation.sequences_truncated,
