@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 
 #[path = "cli/pipeline.rs"]
 mod pipeline;
+#[path = "cli/train.rs"]
+mod train;
 
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_demorecon"));
