@@ -379,8 +379,9 @@ fn stack_rows(parts: &[QTensor]) -> anyhow::Result<QTensor> {
     Ok(QTensor::new(storage, (rows, cols))?)
 }
 
-/// cos/sin tables for interleaved RoPE over the whole context: `(context, rope_dim / 2)`.
-fn rope_tables(cfg: &LlamaConfig, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+/// cos/sin tables for interleaved RoPE over the whole context: `(context, head_dim / 2)`.
+/// Shared with the trainable model, which must rotate exactly as inference does.
+pub fn rope_tables(cfg: &LlamaConfig, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
     let half = cfg.head_dim / 2;
     let rope_dim = cfg.rope_dim.min(cfg.head_dim);
     // Dimensions past rope_dim (partial rotary) get angle 0: cos 1, sin 0, i.e. unrotated.

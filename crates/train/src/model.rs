@@ -334,7 +334,8 @@ impl TrainLlama {
                 ffn_norm: get(&format!("blk.{i}.ffn_norm.weight"))?,
             });
         }
-        let (cos, sin) = rope_tables(&config)?;
+        let (cos, sin) = demorecon_embedded::model::rope_tables(&config, &Device::Cpu)?;
+        let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
         Ok(Self {
             norm: get("output_norm.weight")?,
             head: LmHeadLogProb {
@@ -499,29 +500,6 @@ impl TrainLlama {
         let low = input.matmul(&lora.a.as_tensor().t()?)?;
         low.matmul(&lora.b.as_tensor().t()?)? * self.lora.scale()
     }
-}
-
-/// cos/sin tables for interleaved RoPE, `(context, head_dim / 2)`; dimensions past
-/// `rope_dim` (partial rotary) get angle 0.
-fn rope_tables(cfg: &LlamaConfig) -> candle_core::Result<(Tensor, Tensor)> {
-    let half = cfg.head_dim / 2;
-    let rope_dim = cfg.rope_dim.min(cfg.head_dim);
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| {
-            if 2 * i < rope_dim {
-                1.0 / cfg.rope_freq_base.powf(2.0 * i as f32 / rope_dim as f32)
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let positions =
-        Tensor::arange(0u32, cfg.context_length as u32, &Device::Cpu)?.to_dtype(DType::F32)?;
-    let inv_freq = Tensor::new(inv_freq.as_slice(), &Device::Cpu)?;
-    let angles = positions
-        .unsqueeze(1)?
-        .broadcast_mul(&inv_freq.unsqueeze(0)?)?;
-    Ok((angles.cos()?.contiguous()?, angles.sin()?.contiguous()?))
 }
 
 /// Random base weights for a small llama config, for tests and benchmarks that need no real
