@@ -206,16 +206,20 @@ fn print_summary(opts: &RunOptions, report: &RunReport) {
     let metrics = &report.outcome.metrics;
     if let (Some(first), Some(last)) = (metrics.first(), metrics.last()) {
         let opt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+        // With SFT rows mixed in, some steps have no DPO term: compare the first and last steps
+        // that do.
+        let dpo_steps = || metrics.iter().filter(|m| m.reward_accuracy.is_some());
+        let (first_dpo, last_dpo) = (dpo_steps().next(), dpo_steps().last());
         eprintln!(
             "steps {}/{}: loss {:.4} → {:.4}, reward accuracy {} → {}, margin {} → {}",
             report.outcome.steps_done,
             report.outcome.total_steps,
             first.loss,
             last.loss,
-            opt(first.reward_accuracy),
-            opt(last.reward_accuracy),
-            opt(first.reward_margin),
-            opt(last.reward_margin),
+            opt(first_dpo.and_then(|m| m.reward_accuracy)),
+            opt(last_dpo.and_then(|m| m.reward_accuracy)),
+            opt(first_dpo.and_then(|m| m.reward_margin)),
+            opt(last_dpo.and_then(|m| m.reward_margin)),
         );
     }
     if !report.outcome.finished {
