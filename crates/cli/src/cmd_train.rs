@@ -209,7 +209,7 @@ fn print_summary(opts: &RunOptions, report: &RunReport) {
         // With SFT rows mixed in, some steps have no DPO term: compare the first and last steps
         // that do.
         let dpo_steps = || metrics.iter().filter(|m| m.reward_accuracy.is_some());
-        let (first_dpo, last_dpo) = (dpo_steps().next(), dpo_steps().last());
+        let (first_dpo, last_dpo) = (dpo_steps().next(), dpo_steps().next_back());
         eprintln!(
             "steps {}/{}: loss {:.4} → {:.4}, reward accuracy {} → {}, margin {} → {}",
             report.outcome.steps_done,
