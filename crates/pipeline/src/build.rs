@@ -167,18 +167,23 @@ pub fn load_seed(state: &RunState, seed: Seed) -> Result<SeedView, PipelineError
     })
 }
 
-impl SeedView {
-    fn decomposed(&self) -> bool {
-        self.decomposition
-            .as_ref()
-            .and_then(Outcome::done)
-            .is_some()
+/// Whether a seed is decomposed, and whether it can be held out for FGIV-Eval (exactly 4
+/// sub-instructions, all 4 variants valid): read from its decomposition and variants only,
+/// since choosing the split needs nothing else.
+fn eval_facts(state: &RunState, seed_id: &str) -> Result<(bool, bool), PipelineError> {
+    let Some(Outcome::Done(d)) = read::<Decomposition>(state, seed_id, stage::DECOMPOSE)? else {
+        return Ok((false, false));
+    };
+    if d.sub_instructions.len() != 4 {
+        return Ok((true, false));
     }
-
-    /// Exactly 4 sub-instructions, all 4 variants valid.
-    fn eval_eligible(&self) -> bool {
-        self.variants.len() == 4 && self.variants.iter().all(|x| x.valid().is_some())
+    for k in 0..4 {
+        let v: Option<Outcome<Variant>> = read(state, &variant_id(seed_id, k), stage::VARY)?;
+        if !v.as_ref().and_then(Outcome::done).is_some_and(|v| v.valid) {
+            return Ok((true, false));
+        }
     }
+    Ok((true, true))
 }
 
 /// The FGIV-Eval seeds: among the eligible seeds (exactly 4 sub-instructions and 4 valid
@@ -285,21 +290,19 @@ pub fn publish(
     bad_seeds: &[Value],
 ) -> Result<BuildReport, PipelineError> {
     let seeds = seeds_in_scope(state, opts.shard)?;
-    // Pass 1: counts, and which seeds are held out.
-    let mut counts = Counts::new(bad_seeds.len());
+    // Pass 1: which seeds are held out (decompositions and variants only).
     let (mut eligible, mut decomposed) = (Vec::new(), 0);
     for seed in &seeds {
-        let view = load_seed(state, seed.clone())?;
-        counts.add(&view);
-        decomposed += usize::from(view.decomposed());
-        if view.eval_eligible() {
+        let (is_decomposed, is_eligible) = eval_facts(state, &seed.id)?;
+        decomposed += usize::from(is_decomposed);
+        if is_eligible {
             eligible.push(seed.id.clone());
         }
     }
     let eval_ids = eval_seed_ids(&eligible, decomposed, opts);
+    let mut counts = Counts::new(bad_seeds.len());
     counts.fgiv_eval_seeds = eval_ids.len();
 
-    // Pass 2: the files, one seed at a time.
     let mut files = Outputs::create(dir)?;
     let mut usage: BTreeMap<String, BTreeMap<String, StageUsage>> = BTreeMap::new();
     let mut tally = |stage: &str, calls: &[CallRecord]| {
@@ -318,8 +321,10 @@ pub fn publish(
         files.add("quarantine.jsonl", row.clone())?;
     }
 
+    // Pass 2: counts and files, one seed at a time.
     for seed in seeds {
         let view = &load_seed(state, seed)?;
+        counts.add(view);
         let seed_id = view.seed.id.as_str();
         files.add(
             "seeds.jsonl",

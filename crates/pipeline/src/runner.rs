@@ -270,7 +270,8 @@ impl Cx<'_> {
         );
         let (seed_response, variants) = futures::join!(seed_response, variants);
         let seed_response = seed_response?;
-        let variants: Vec<Option<Variant>> = variants.into_iter().collect::<Result<_, _>>()?;
+        let variants: Vec<Option<(Variant, Option<String>)>> =
+            variants.into_iter().collect::<Result<_, _>>()?;
         let Some(seed_response) = seed_response.as_ref().and_then(|o| o.done()) else {
             return Ok(());
         };
@@ -278,17 +279,18 @@ impl Cx<'_> {
         let tails = variants
             .iter()
             .flatten()
-            .map(|v| self.revise_and_verify(seed, seed_response, v));
+            .map(|(v, direct)| self.revise_and_verify(seed, seed_response, v, direct.as_deref()));
         join_all(tails).await.into_iter().collect()
     }
 
-    /// Vary sub-instruction `k`; for a valid variant, answer it directly (FGIV-A).
+    /// Vary sub-instruction `k`; for a valid variant, answer it directly (FGIV-A). Returns the
+    /// valid variant and its FGIV-A text, if there is one.
     async fn vary_and_respond(
         &self,
         seed: &Seed,
         decomposition: &Decomposition,
         k: usize,
-    ) -> Result<Option<Variant>, PipelineError> {
+    ) -> Result<Option<(Variant, Option<String>)>, PipelineError> {
         let vid = variant_id(&seed.id, k);
         let variant = self
             .step(&vid, stage::VARY, vary::run(self, seed, decomposition, k))
@@ -296,12 +298,15 @@ impl Cx<'_> {
         let Some(variant) = variant.done().filter(|v| v.valid).cloned() else {
             return Ok(None);
         };
+        let mut direct = None;
         if self.opts.through >= Stage::Respond {
             self.progress.expect(stage::FGIV_A, 1);
-            self.step(&vid, stage::FGIV_A, respond::fgiv_a(self, &variant))
+            let answered = self
+                .step(&vid, stage::FGIV_A, respond::fgiv_a(self, &variant))
                 .await?;
+            direct = answered.done().map(|r| r.text.clone());
         }
-        Ok(Some(variant))
+        Ok(Some((variant, direct)))
     }
 
     async fn revise_and_verify(
@@ -309,6 +314,7 @@ impl Cx<'_> {
         seed: &Seed,
         seed_response: &ResponseRecord,
         variant: &Variant,
+        a: Option<&str>,
     ) -> Result<(), PipelineError> {
         let vid = &variant.variant_id;
         self.progress.expect(stage::FGIV_R, 1);
@@ -322,14 +328,6 @@ impl Cx<'_> {
         if self.opts.through < Stage::Verify {
             return Ok(());
         }
-        let direct: Option<Outcome<ResponseRecord>> = self
-            .state
-            .get(vid, stage::FGIV_A)?
-            .and_then(|v| serde_json::from_value(v).ok());
-        let a = direct
-            .as_ref()
-            .and_then(|o| o.done())
-            .map(|r| r.text.as_str());
         let r = revised.done().map(|r| r.text.as_str());
         if a.is_none() && r.is_none() {
             return Ok(());
