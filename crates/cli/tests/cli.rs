@@ -21,6 +21,17 @@ mod pipeline;
 #[path = "cli/train.rs"]
 mod train;
 
+/// Asserts that a finished command succeeded, showing its stderr when it did not.
+fn ok(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_demorecon"));
     cmd.env_remove("DEMORECON_CONFIG")

@@ -5,20 +5,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use demorecon_pipeline::build::DATA_FILES;
+use demorecon_testkit::synth::fnv1a;
 use demorecon_testkit::{Fault, FaultServer};
 use serde_json::{Value, json};
 
-use super::bin;
-
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    })
-}
+use super::{bin, ok};
 
 fn last_user(body: &Value) -> String {
     body["messages"]
@@ -68,7 +62,7 @@ pub fn scripted_reply(body: &Value) -> String {
         }
         _ => format!(
             "Answer {:016x}{}",
-            fnv(&user),
+            fnv1a(user.as_bytes()),
             if user.contains("CHANGED") {
                 " CHANGED"
             } else {
@@ -137,16 +131,6 @@ fn run_cmd(server: &FaultServer, cache: &Path, args: &[&str]) -> std::process::C
         .arg(cache)
         .args(args);
     cmd
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "status {:?}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn files(run: &Path) -> BTreeMap<&'static str, Vec<u8>> {
@@ -381,7 +365,8 @@ fn answered(cache: &Path) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_runs_resume_without_repeating_a_call_and_end_identical() {
-    let server = scripted_server(Duration::from_millis(15)).await;
+    // Slow enough replies that ten kills land before the run can finish, even on an idle machine.
+    let server = scripted_server(Duration::from_millis(40)).await;
     let tmp = tempfile::tempdir().unwrap();
     let seeds = write_seeds(tmp.path());
     let args = |run: &Path| -> Vec<String> {
@@ -494,7 +479,7 @@ async fn faults_end_in_quarantine_with_reasons_and_counts_that_add_up() {
     // each request always meets the same fate.
     let server = FaultServer::start_with(Vec::new(), |body, _| {
         let user = last_user(body);
-        match fnv(&user) % 9 {
+        match fnv1a(user.as_bytes()) % 9 {
             0 => Fault::Status(500),
             1 => Fault::Stall(
                 Duration::from_secs(3),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::bin;
+use super::{bin, ok};
 
 fn write_prefs(path: &Path) {
     let mut text = String::new();
@@ -29,12 +29,7 @@ fn train(home: &Path, args: &[String]) -> Value {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&ok(out).stdout).unwrap()
 }
 
 #[test]
@@ -104,9 +99,5 @@ fn train_resumes_exactly_and_the_merged_model_answers() {
         .arg("Tell me about salt.")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(out);
 }
