@@ -1,16 +1,19 @@
-//! `demorecon eval …`: score a model or given responses on a benchmark.
+//! `demorecon eval …`: score a model, or given responses, on a benchmark.
 //!
-//! `eval ifeval` finds the prompt file (`--input`, else the copy under the data home, else a
-//! one-time checked download), optionally lints it, generates responses with the model under
-//! test when `--model` is given (else reads `--responses`), scores strict and loose with
-//! `demorecon_eval::ifeval`, writes the reference's output files into `--out`, and prints a
-//! table (or the summary as JSON with `--json`).
+//! Every benchmark runs on the eval crate's one shape (`demorecon_eval::bench::run`): the
+//! command loads the items, builds the model under test (`--model`, else the `target` role)
+//! and the judge (the `judge` role) through the [`Context`] — so the cache, ledger and budget
+//! apply — runs, writes the eval folder (`summary.json`, `items.jsonl`, plus a benchmark's
+//! reference files) and prints the headline table, or the summary as JSON with `--json`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use demorecon_eval::ifeval::{self, ScoreOptions, Summary, generate::GenerateOptions};
+use demorecon_eval::bench::{self, Judge, Responses, RunOptions};
+use demorecon_eval::record::{ItemRecord, Summary, write_eval_dir};
+use demorecon_eval::{fgiv, ifeval};
+use demorecon_judge::PromptSet;
 
 use crate::context::{Context, RoleName};
 
@@ -19,6 +22,27 @@ pub enum EvalCommand {
     /// IFEval: 541 prompts with verifiable instructions, scored strict and loose exactly as
     /// Google's reference implementation does.
     Ifeval(IfevalArgs),
+    /// FGIV-Eval: the held-out variants of a pipeline run. The model under test answers each
+    /// variant (a judge says whether it addresses every instruction) and says whether given
+    /// responses follow given variants (detection).
+    Fgiv(FgivArgs),
+}
+
+/// Options every eval shares.
+#[derive(Args, Debug)]
+pub struct CommonArgs {
+    /// Folder for summary.json, items.jsonl and the benchmark's own files.
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the summary as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Calls in flight at once (generation, or items being judged).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -30,9 +54,6 @@ pub struct IfevalArgs {
     /// once from the Hugging Face Hub (google/IFEval) when missing and online.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
-    /// Folder for eval_results_strict.jsonl, eval_results_loose.jsonl and summary.json.
-    #[arg(short, long, value_name = "DIR", default_value = "ifeval-results")]
-    pub out: PathBuf,
     /// Remove a leading <think>…</think> block from each response before scoring.
     #[arg(long)]
     pub strip_think: bool,
@@ -40,24 +61,149 @@ pub struct IfevalArgs {
     /// are not affected; without --responses/--model only the lint runs.
     #[arg(long)]
     pub lint: bool,
-    /// Print the summary as JSON on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
     /// Generate the responses first with this backend as the model under test (a spec:
     /// `embedded`, `embedded:FILE.gguf` or `MODEL@BASE_URL`), greedy, then score them.
     #[arg(long, value_name = "SPEC")]
     pub model: Option<String>,
+    /// Score only the first N prompts (a fixed slice, e.g. for a quick check).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
     /// New-token cap per generated response.
-    #[arg(long, default_value_t = 1280, requires = "model")]
+    #[arg(long, default_value_t = 1280)]
     pub max_tokens: u32,
-    /// Generation requests in flight at once.
-    #[arg(long, default_value_t = 4, requires = "model")]
-    pub concurrency: usize,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct FgivArgs {
+    /// A pipeline run folder (its datasets/fgiv_eval.jsonl and fgiv_detection.jsonl are read).
+    #[arg(
+        value_name = "RUN",
+        required_unless_present = "data",
+        conflicts_with = "data"
+    )]
+    pub run: Option<PathBuf>,
+    /// A folder holding fgiv_eval.jsonl (and fgiv_detection.jsonl) in the shape `build` writes.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// The model under test (a spec). Default: the target role.
+    #[arg(long, value_name = "SPEC")]
+    pub model: Option<String>,
+    /// New-token cap per answer to an FGIV-Eval prompt (detection answers get 3).
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens: u32,
+    /// Skip the per-sub-instruction verdicts (the paper's pass rate and detection only).
+    #[arg(long)]
+    pub no_sub_instructions: bool,
+    /// Score only the first N items of each kind (a fixed slice).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Prompt files that replace the built-in ones (fgiv.toml, verify.toml).
+    #[arg(long, value_name = "DIR")]
+    pub prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 pub async fn run(cmd: EvalCommand, ctx: &Context) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Ifeval(args) => run_ifeval(args, ctx).await,
+        EvalCommand::Fgiv(args) => run_fgiv(args, ctx).await,
+    }
+}
+
+fn run_options(common: &CommonArgs, max_tokens: u32) -> RunOptions {
+    RunOptions {
+        max_tokens,
+        concurrency: common.concurrency,
+        progress: !common.quiet && !common.json,
+    }
+}
+
+/// The model under test as a responses source.
+fn generate_with(ctx: &Context, model: Option<&str>) -> anyhow::Result<Responses> {
+    Ok(Responses::Generate {
+        model: ctx
+            .model_for(RoleName::Target, model)
+            .context("model under test")?,
+        spec: Some(ctx.spec_label(RoleName::Target, model)?),
+    })
+}
+
+/// The judge role, with the prompt version its questions are asked under.
+fn judge(ctx: &Context, prompt_version: &str) -> anyhow::Result<Judge> {
+    Ok(Judge::new(
+        ctx.model_for(RoleName::Judge, None).context("judge")?,
+        Some(ctx.spec_label(RoleName::Judge, None)?),
+        prompt_version,
+    ))
+}
+
+fn prompt_set(dir: Option<&Path>) -> anyhow::Result<PromptSet> {
+    Ok(match dir {
+        Some(dir) => PromptSet::with_overrides(dir)?,
+        None => PromptSet::builtin(),
+    })
+}
+
+/// Writes the eval folder and prints the table (or the JSON summary).
+fn finish(
+    out: &Path,
+    summary: &Summary,
+    items: &[ItemRecord],
+    json: bool,
+    mut written: Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    written.extend(write_eval_dir(out, summary, items)?);
+    written.dedup();
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+        return Ok(());
+    }
+    print!("{}", headline_table(summary));
+    if summary.unparsed > 0 {
+        println!(
+            "{} judge repl{} could not be parsed (counted as not passing; see items.jsonl)",
+            summary.unparsed,
+            if summary.unparsed == 1 { "y" } else { "ies" }
+        );
+    }
+    for p in written {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// The headline metrics, ×100, with their counts.
+fn headline_table(s: &Summary) -> String {
+    let width = s
+        .headline
+        .iter()
+        .map(|h| h.label.chars().count())
+        .max()
+        .unwrap_or(10)
+        .max(10);
+    let mut out = format!("{:<width$} {:>7}  {:>13}\n", s.benchmark, "score", "n");
+    for h in &s.headline {
+        let value = h
+            .value
+            .map_or_else(|| "—".to_owned(), |v| format!("{:.2}", v * 100.0));
+        let counts = match (h.num, h.den) {
+            (Some(n), Some(d)) => format!("{}/{}", trim_float(n), trim_float(d)),
+            _ if !h.mean_of.is_empty() => format!("mean of {}", h.mean_of.len()),
+            _ => String::new(),
+        };
+        out.push_str(&format!("{:<width$} {value:>7}  {counts:>13}\n", h.label));
+    }
+    out
+}
+
+fn trim_float(x: f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
     }
 }
 
@@ -76,11 +222,12 @@ async fn run_ifeval(args: IfevalArgs, ctx: &Context) -> anyhow::Result<()> {
         );
     }
     let input_path = resolve_input(args.input.as_deref()).await?;
-    let inputs = ifeval::read_inputs(&input_path)?;
+    let mut inputs = ifeval::read_inputs(&input_path)?;
+    let json = args.common.json;
 
     if args.lint {
         let issues = ifeval::lint::lint(&inputs);
-        if args.json && args.responses.is_none() && args.model.is_none() {
+        if json && args.responses.is_none() && args.model.is_none() {
             println!("{}", serde_json::to_string_pretty(&issues)?);
             return Ok(());
         }
@@ -99,89 +246,100 @@ async fn run_ifeval(args: IfevalArgs, ctx: &Context) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-
-    let responses = if let Some(path) = &args.responses {
-        let rows = ifeval::read_responses(path)?;
-        ifeval::join_responses(&inputs, &rows)?
-    } else {
-        let model = ctx
-            .model_for(RoleName::Target, args.model.as_deref())
-            .context("model under test")?;
-        let opts = GenerateOptions {
-            max_tokens: args.max_tokens,
-            concurrency: args.concurrency,
-        };
-        let total = inputs.len();
-        let rows = ifeval::generate::generate_responses(model, &inputs, opts, |done| {
-            if done % 20 == 0 || done == total {
-                eprintln!("generated {done}/{total}");
+    if let Some(n) = args.limit {
+        inputs.truncate(n);
+    }
+    let out = args
+        .common
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("ifeval-results"));
+    let responses = match &args.responses {
+        Some(path) => {
+            let rows = ifeval::read_responses(path)?;
+            Responses::Given {
+                source: path.clone(),
+                texts: ifeval::join_responses(&inputs, &rows)?,
             }
-        })
-        .await?;
-        write_responses(&args.out, &rows)?;
-        rows.into_iter().map(|r| r.response).collect()
+        }
+        None => generate_with(ctx, args.model.as_deref())?,
     };
-
-    let ev = ifeval::evaluate(
-        &inputs,
-        &responses,
-        ScoreOptions {
+    let generated = matches!(responses, Responses::Generate { .. });
+    let bench = ifeval::bench::Ifeval::new(
+        inputs,
+        ifeval::ScoreOptions {
             strip_think: args.strip_think,
         },
-    )?;
-    let written = ifeval::write_outputs(&args.out, &ev)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&ev.summary)?);
-    } else {
-        print!("{}", table(&ev.summary));
-        for p in written {
-            println!("wrote {}", p.display());
-        }
-    }
-    Ok(())
-}
-
-fn write_responses(dir: &Path, rows: &[ifeval::ResponseRow]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut text = String::new();
-    for r in rows {
-        text.push_str(&serde_json::to_string(r)?);
-        text.push('\n');
-    }
-    let path = dir.join("responses.jsonl");
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// The four headline metrics as a small terminal table.
-fn table(s: &Summary) -> String {
-    let row = |name: &str, st: f64, sc: (u64, u64), lo: f64, lc: (u64, u64)| {
-        format!(
-            "{name:<20} {st:>8.4} {:>11} {lo:>8.4} {:>11}\n",
-            format!("{}/{}", sc.0, sc.1),
-            format!("{}/{}", lc.0, lc.1)
-        )
-    };
-    let mut out = format!(
-        "{:<20} {:>8} {:>11} {:>8} {:>11}\n",
-        "IFEval", "strict", "", "loose", ""
     );
-    out.push_str(&row(
-        "prompt-level",
-        s.prompt_level_strict_acc,
-        (s.strict.prompt_level_correct, s.strict.prompt_total),
-        s.prompt_level_loose_acc,
-        (s.loose.prompt_level_correct, s.loose.prompt_total),
-    ));
-    out.push_str(&row(
-        "instruction-level",
-        s.inst_level_strict_acc,
-        (
-            s.strict.instruction_level_correct,
-            s.strict.instruction_total,
-        ),
-        s.inst_level_loose_acc,
-        (s.loose.instruction_level_correct, s.loose.instruction_total),
-    ));
-    out
+    let (summary, items) = bench::run(
+        &bench,
+        responses,
+        None,
+        run_options(&args.common, args.max_tokens),
+    )
+    .await?;
+    let mut written = Vec::new();
+    if generated {
+        let rows: Vec<ifeval::ResponseRow> = items
+            .iter()
+            .map(|it| ifeval::ResponseRow {
+                key: it.extra.get("key").and_then(serde_json::Value::as_i64),
+                prompt: Some(it.prompt.clone()),
+                response: it.response.clone(),
+            })
+            .collect();
+        let path = out.join("responses.jsonl");
+        demorecon_io::write_atomic_with(&path, |w| {
+            for r in &rows {
+                serde_json::to_writer(&mut *w, r)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })
+        .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    let ev = ifeval::bench::evaluation_from(&items);
+    written.extend(ifeval::write_outputs(&out, &ev)?);
+    finish(&out, &summary, &items, json, written)
+}
+
+async fn run_fgiv(args: FgivArgs, ctx: &Context) -> anyhow::Result<()> {
+    let source = args
+        .run
+        .as_deref()
+        .or(args.data.as_deref())
+        .context("pass a run folder or --data DIR")?;
+    let mut items = fgiv::load(source)?;
+    if let Some(n) = args.limit {
+        let (mut direct, mut detect) = (0, 0);
+        items.retain(|it| match it {
+            fgiv::Item::Direct(_) => {
+                direct += 1;
+                direct <= n
+            }
+            fgiv::Item::Detect(_) => {
+                detect += 1;
+                detect <= n
+            }
+        });
+    }
+    let mut bench = fgiv::FgivEval::new(items, prompt_set(args.prompts.as_deref())?)?;
+    bench.per_sub_instruction = !args.no_sub_instructions;
+    let judge = judge(ctx, &bench.prompt_version())?;
+    let responses = generate_with(ctx, args.model.as_deref())?;
+    let (summary, items) = bench::run(
+        &bench,
+        responses,
+        Some(&judge),
+        run_options(&args.common, args.max_tokens),
+    )
+    .await?;
+    let out = args.common.out.clone().unwrap_or_else(|| {
+        PathBuf::from(match &args.run {
+            Some(run) => run.join("fgiv-eval").display().to_string(),
+            None => "fgiv-results".to_owned(),
+        })
+    });
+    finish(&out, &summary, &items, args.common.json, Vec::new())
 }

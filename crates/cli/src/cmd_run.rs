@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use demorecon_data::jsonl::write_atomic;
 use demorecon_data::{FieldMap, RunState, SeedFormat, read_seeds};
+use demorecon_io::write_atomic;
 use demorecon_pipeline::build::{self, BuildOptions, BuildReport};
 use demorecon_pipeline::manifest::closing_table;
 use demorecon_pipeline::runner::{self, Shard};
@@ -321,7 +321,7 @@ async fn execute(
     // What makes the data: it must not change under a resumed run.
     let identity = json!({
         "options": opts,
-        "prompts": prompts.versions(),
+        "prompts": prompts.versions_of(&demorecon_judge::prompts::PIPELINE_FILES),
         "models": {
             "generator": models.generator.identity(),
             "responder": models.responder.identity(),

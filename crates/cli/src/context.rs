@@ -238,6 +238,29 @@ impl Context {
         })
     }
 
+    /// A role's spec as a short label for summaries and reports: `embedded`,
+    /// `embedded:FILE.gguf` or `MODEL@URL` (the first replica; never a key).
+    pub fn spec_label(
+        &self,
+        role: RoleName,
+        override_spec: Option<&str>,
+    ) -> anyhow::Result<String> {
+        Ok(match self.spec_for(role, override_spec)? {
+            BackendSpec::Embedded { model_path: None } => "embedded".into(),
+            BackendSpec::Embedded {
+                model_path: Some(p),
+            } => format!(
+                "embedded:{}",
+                p.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            BackendSpec::Endpoint(cfg) => format!(
+                "{}@{}",
+                cfg.model,
+                cfg.base_urls.first().map(String::as_str).unwrap_or("")
+            ),
+        })
+    }
+
     /// The embedded model at `path` (or the default one), loaded once per process.
     pub fn embedded(&self, path: Option<&Path>) -> anyhow::Result<EmbeddedChat> {
         let key = path.map(Path::to_owned);

@@ -16,6 +16,8 @@ use demorecon_llm::{ChatModel, ChatRequest, Message, ResponseFormat};
 use demorecon_testkit::shared::{read_jsonl, shared_data};
 use serde_json::{Value, json};
 
+#[path = "cli/eval.rs"]
+mod eval;
 #[path = "cli/pipeline.rs"]
 mod pipeline;
 #[path = "cli/train.rs"]

@@ -1,10 +1,9 @@
 //! Data the pipeline reads and writes: seed files in the layouts people have ([`seeds`]), the
 //! record types every stage produces with their lineage ids ([`records`]), the run folder's
-//! crash-safe state store ([`state`]) and atomic JSONL publishing ([`jsonl`]).
+//! crash-safe state store ([`state`]). Atomic publishing lives in `demorecon-io`.
 //!
 //! Nothing here talks to a model; the pipeline crate decides what goes into the records.
 
-pub mod jsonl;
 pub mod records;
 pub mod seeds;
 pub mod state;

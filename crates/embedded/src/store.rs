@@ -328,7 +328,9 @@ fn write_stamp(path: &Path, digest: &str) -> Result<(), StoreError> {
     };
     let stamp = stamp_path(path);
     // A failed stamp only costs a re-hash next time, so it is not an error worth failing for.
-    if let Err(e) = std::fs::write(&stamp, format!("{digest} {size} {mtime}\n")) {
+    if let Err(e) =
+        demorecon_io::write_atomic(&stamp, format!("{digest} {size} {mtime}\n").as_bytes())
+    {
         tracing::debug!(path = %stamp.display(), error = %e, "could not write the digest stamp");
     }
     Ok(())

@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use demorecon_data::jsonl::AtomicJsonl;
 use demorecon_data::{RunState, Seed, records::variant_id};
+use demorecon_io::AtomicJsonl;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -3,43 +3,27 @@
 //! that differs in one requirement from something else, so it goes to quarantine.
 
 use demorecon_data::Seed;
+use demorecon_judge::ask::ask_json;
 use demorecon_llm::Sampling;
 use minijinja::context;
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
-use crate::ask::{StepFailure, ask_json, non_blank, request, unit_seed};
+use crate::ask::{StepFailure, failed, non_blank, request, unit_seed};
 use crate::records::{Decomposition, Quarantine, stage};
 use crate::runner::Cx;
 
 /// At most this many sub-instructions are kept (and so variants made) per seed.
 pub const MAX_SUB_INSTRUCTIONS: usize = 8;
 
-pub fn schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "facts": {
-                "type": "array",
-                "items": {"type": "string", "minLength": 1, "maxLength": 300},
-                "maxItems": 10
-            },
-            "sub_instructions": {
-                "type": "array",
-                "items": {"type": "string", "minLength": 1, "maxLength": 200},
-                "maxItems": MAX_SUB_INSTRUCTIONS
-            }
-        },
-        "required": ["facts", "sub_instructions"],
-        "additionalProperties": false
-    })
-}
-
-#[derive(Deserialize)]
+/// The model's answer (its JSON schema is derived from this type).
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Answer {
-    facts: Vec<String>,
-    sub_instructions: Vec<String>,
+pub struct Answer {
+    #[schemars(length(max = 10), inner(length(min = 1, max = 300)))]
+    pub facts: Vec<String>,
+    #[schemars(length(max = MAX_SUB_INSTRUCTIONS), inner(length(min = 1, max = 200)))]
+    pub sub_instructions: Vec<String>,
 }
 
 pub async fn run(cx: &Cx<'_>, seed: &Seed) -> Result<Decomposition, StepFailure> {
@@ -60,7 +44,6 @@ pub async fn run(cx: &Cx<'_>, seed: &Seed) -> Result<Decomposition, StepFailure>
         &cx.models.generator,
         req,
         "decomposition",
-        schema(),
         |a: &Answer| {
             non_blank(&a.sub_instructions, "sub_instructions")?;
             if a.sub_instructions.len() > MAX_SUB_INSTRUCTIONS {
@@ -73,7 +56,8 @@ pub async fn run(cx: &Cx<'_>, seed: &Seed) -> Result<Decomposition, StepFailure>
         },
         &mut calls,
     )
-    .await?;
+    .await
+    .map_err(|e| failed(e, &calls))?;
     // Exact repeats are one requirement, not two.
     let mut subs: Vec<String> = Vec::new();
     for s in answer.sub_instructions {

@@ -3,32 +3,23 @@
 //! kept either way.
 
 use demorecon_data::Seed;
+use demorecon_judge::ask::ask_json;
 use demorecon_llm::Sampling;
 use minijinja::context;
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
-use crate::ask::{StepFailure, ask_json, request, unit_seed};
+use crate::ask::{StepFailure, failed, request, unit_seed};
 use crate::records::{FilterResult, stage};
 use crate::runner::Cx;
 
-pub fn schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "keep": {"type": "boolean"},
-            "reason": {"type": "string", "maxLength": 120}
-        },
-        "required": ["keep", "reason"],
-        "additionalProperties": false
-    })
-}
-
-#[derive(Deserialize)]
+/// The model's answer (its JSON schema is derived from this type).
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Answer {
-    keep: bool,
-    reason: String,
+pub struct Answer {
+    pub keep: bool,
+    #[schemars(length(max = 120))]
+    pub reason: String,
 }
 
 pub async fn run(cx: &Cx<'_>, seed: &Seed) -> Result<FilterResult, StepFailure> {
@@ -43,15 +34,9 @@ pub async fn run(cx: &Cx<'_>, seed: &Seed) -> Result<FilterResult, StepFailure> 
     };
     let req = request(messages, sampling, cx.prompts.version("filter"));
     let mut calls = Vec::new();
-    let answer: Answer = ask_json(
-        &cx.models.generator,
-        req,
-        "filter",
-        schema(),
-        |_| Ok(()),
-        &mut calls,
-    )
-    .await?;
+    let answer: Answer = ask_json(&cx.models.generator, req, "filter", |_| Ok(()), &mut calls)
+        .await
+        .map_err(|e| failed(e, &calls))?;
     Ok(FilterResult {
         keep: answer.keep,
         reason: answer.reason,

@@ -1,9 +1,10 @@
 //! The DeMoRecon pipeline: seeds → filter → decompose → vary → respond (FGIV-A and FGIV-R) →
 //! verify → datasets.
 //!
-//! Each stage is a module that turns one unit (a seed or a variant) into one record, through
-//! [`ask`], which renders the stage's prompt ([`prompts`]), calls the role's model under a JSON
-//! schema where structure is needed, parses strictly and re-asks once to repair. [`runner`]
+//! Each stage is a module that turns one unit (a seed or a variant) into one record: it renders
+//! the stage's prompt from `demorecon_judge`'s prompt set, asks the role's model through
+//! `demorecon_judge::ask` (a JSON schema where structure is needed, strict parsing, one repair
+//! re-ask), and [`ask`] turns a failure into quarantine or a run-stopping error. [`runner`]
 //! streams every seed through the stages concurrently and records each finished unit in the
 //! run's state store at once, which is what makes a killed run resume without repeating a
 //! call. [`build`] turns the store into the data files (in input order, so outputs are
@@ -11,17 +12,15 @@
 
 pub mod ask;
 pub mod build;
-pub mod checkable;
 pub mod decompose;
 pub mod edit;
 pub mod filter;
 pub mod manifest;
-pub mod prompts;
 pub mod records;
 pub mod respond;
 pub mod runner;
 pub mod vary;
 pub mod verify;
 
-pub use prompts::PromptSet;
+pub use demorecon_judge::PromptSet;
 pub use runner::{Models, Options, Stage};

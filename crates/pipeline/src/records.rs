@@ -15,15 +15,7 @@ pub mod stage {
     pub const VERIFY: &str = "verify";
 }
 
-/// One model call behind a record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallRecord {
-    /// The call cache's key for the request.
-    pub key: String,
-    pub model: String,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-}
+pub use demorecon_judge::{CallRecord, Judgement};
 
 /// A unit's result: done, or set aside with the reason and the text that failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,13 +105,6 @@ pub struct ResponseRecord {
     /// `length` when the model ran out of tokens.
     pub finish_reason: String,
     pub calls: Vec<CallRecord>,
-}
-
-/// Whether one response satisfies the modified requirement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Judgement {
-    pub satisfied: bool,
-    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,9 @@ use demorecon_data::Seed;
 use demorecon_llm::{FinishReason, Sampling};
 use minijinja::context;
 
-use crate::ask::{StepFailure, call, request, unit_seed};
+use demorecon_judge::ask::call;
+
+use crate::ask::{StepFailure, failed, request, unit_seed};
 use crate::records::{Quarantine, ResponseRecord, ResponseSource, Variant, stage};
 use crate::runner::Cx;
 
@@ -34,7 +36,9 @@ async fn generate(
         cx.prompts.version("respond"),
     );
     let mut calls = Vec::new();
-    let resp = call(&cx.models.responder, &req, &mut calls).await?;
+    let resp = call(&cx.models.responder, &req, &mut calls)
+        .await
+        .map_err(|e| failed(e, &calls))?;
     let text = resp.text.trim().to_owned();
     if text.is_empty() {
         return Err(StepFailure::Quarantine(Quarantine {

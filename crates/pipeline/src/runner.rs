@@ -18,9 +18,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::ask::{PipelineError, StepFailure};
-use crate::prompts::PromptSet;
 use crate::records::{Decomposition, Outcome, ResponseRecord, Variant, stage};
 use crate::{decompose, filter, respond, vary, verify};
+use demorecon_judge::PromptSet;
 
 /// How far a command takes each seed. Stages are ordered; a later one includes the earlier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -14,7 +14,9 @@ use regex::RegexBuilder;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::ask::{StepFailure, ask_json, request, unit_seed};
+use demorecon_judge::ask::ask_json_with;
+
+use crate::ask::{StepFailure, failed, request, unit_seed};
 use crate::edit::token_edit_ratio;
 use crate::records::{Decomposition, EditKind, Variant, stage};
 use crate::runner::Cx;
@@ -179,7 +181,7 @@ pub async fn run(
     };
     let req = request(messages, sampling, cx.prompts.version("vary"));
     let mut calls = Vec::new();
-    let answer: Answer = ask_json(
+    let answer: Answer = ask_json_with(
         &cx.models.generator,
         req,
         "variant",
@@ -187,7 +189,8 @@ pub async fn run(
         |_| Ok(()),
         &mut calls,
     )
-    .await?;
+    .await
+    .map_err(|e| failed(e, &calls))?;
 
     let edited = apply_edit(&seed.instruction, &answer.find, &answer.replace);
     let (prompt, valid, reason) = match edited {

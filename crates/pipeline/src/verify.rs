@@ -1,89 +1,31 @@
 //! Stage 5, verify: for each variant, does its response satisfy the modified requirement, and
 //! does the seed's response violate it? A pair is valid only if both hold — then the seed's
-//! response is a true hard negative. When the requirement is code-checkable (counts, case,
-//! commas, keywords, formats, language; see [`crate::checkable`]) the checks decide and the
-//! judge is not asked.
+//! response is a true hard negative. Each response is judged by
+//! `demorecon_judge::requirement`: code decides when the requirement is code-checkable (counts,
+//! case, commas, keywords, formats, language), the judge model otherwise.
 
-use std::sync::Arc;
+use demorecon_judge::checkable;
+use demorecon_judge::requirement::{Question, by_code, by_judge};
 
-use demorecon_llm::{ChatModel, Sampling};
-use minijinja::context;
-use serde::Deserialize;
-use serde_json::{Value, json};
-
-use crate::ask::{StepFailure, ask_json, request, unit_seed};
-use crate::checkable::{self, Check};
+use crate::ask::{StepFailure, failed, unit_seed};
 use crate::records::{CallRecord, Judgement, Variant, Verdict, VerifyMethod, stage};
 use crate::runner::Cx;
 
-pub fn schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "reason": {"type": "string", "maxLength": 200},
-            "satisfied": {"type": "boolean"}
-        },
-        "required": ["reason", "satisfied"],
-        "additionalProperties": false
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Answer {
-    reason: String,
-    satisfied: bool,
-}
-
-fn by_code(checks: &[Check], text: &str) -> Judgement {
-    let failed: Vec<&str> = checks
-        .iter()
-        .filter(|c| !c.check(text))
-        .map(|c| c.name.as_str())
-        .collect();
-    Judgement {
-        satisfied: failed.is_empty(),
-        reason: if failed.is_empty() {
-            "passes every code check".into()
-        } else {
-            format!("fails {}", failed.join(", "))
-        },
-    }
-}
-
-async fn by_judge(
+async fn judged(
     cx: &Cx<'_>,
-    judge: &Arc<dyn ChatModel>,
     variant: &Variant,
     which: &str,
     response: &str,
 ) -> Result<(Judgement, Vec<CallRecord>), StepFailure> {
-    let messages = cx.prompts.render(
-        "verify",
-        "judge",
-        context! {
-            prompt => variant.prompt.clone(),
-            requirement => variant.modified_sub_instruction.clone(),
-            response => response,
-        },
-    )?;
-    let sampling = Sampling {
-        temperature: 0.0,
-        max_tokens: 160,
+    let q = Question {
+        instruction: &variant.prompt,
+        requirement: &variant.modified_sub_instruction,
+        response,
         seed: unit_seed(&variant.variant_id, &format!("{}/{which}", stage::VERIFY)),
-        ..Sampling::default()
     };
-    let req = request(messages, sampling, cx.prompts.version("verify"));
-    let mut calls = Vec::new();
-    let answer: Answer =
-        ask_json(judge, req, "judgement", schema(), |_| Ok(()), &mut calls).await?;
-    Ok((
-        Judgement {
-            satisfied: answer.satisfied,
-            reason: answer.reason,
-        },
-        calls,
-    ))
+    by_judge(&cx.models.judge, cx.prompts, &q)
+        .await
+        .map_err(|e| failed(e, &[]))
 }
 
 pub async fn run(
@@ -103,18 +45,17 @@ pub async fn run(
             Vec::new(),
         )
     } else {
-        let judge = &cx.models.judge;
         let optional = |which: &'static str, text: Option<&str>| {
             let text = text.map(str::to_owned);
             async move {
                 match text {
-                    Some(t) => by_judge(cx, judge, variant, which, &t).await.map(Some),
+                    Some(t) => judged(cx, variant, which, &t).await.map(Some),
                     None => Ok(None),
                 }
             }
         };
         let (seed, a, r) = futures::try_join!(
-            by_judge(cx, judge, variant, "seed", seed_response),
+            judged(cx, variant, "seed", seed_response),
             optional("a", fgiv_a),
             optional("r", fgiv_r),
         )?;

@@ -247,23 +247,10 @@ pub fn read_jsonl(
     path: &Path,
     parse: fn(&Value) -> anyhow::Result<RawRow>,
 ) -> anyhow::Result<Vec<RawRow>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row = serde_json::from_str::<Value>(line)
-            .map_err(anyhow::Error::from)
-            .and_then(|v| parse(&v))
-            .with_context(|| format!("{}:{}", path.display(), i + 1))?;
-        rows.push(row);
-    }
-    if rows.is_empty() {
-        anyhow::bail!("{} has no rows", path.display());
-    }
-    Ok(rows)
+    demorecon_io::read_jsonl_values(path)?
+        .into_iter()
+        .map(|(line, v)| parse(&v).with_context(|| format!("{}:{line}", path.display())))
+        .collect()
 }
 
 /// Tokenizes rows and applies `--max-length` (tokens past it are dropped from the end).

@@ -137,10 +137,7 @@ pub fn write_peft_adapter(
         "use_dora": false,
         "use_rslora": false
     });
-    std::fs::write(
-        dir.join("adapter_config.json"),
-        serde_json::to_string_pretty(&config)? + "\n",
-    )?;
+    demorecon_io::write_json_pretty(&dir.join("adapter_config.json"), &config)?;
     Ok(())
 }
 
@@ -426,16 +423,10 @@ pub fn write_hf(
         "use_cache": true,
         "vocab_size": cfg.vocab_size
     });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&config)? + "\n",
-    )?;
+    demorecon_io::write_json_pretty(&dir.join("config.json"), &config)?;
     let generation = json!({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad});
-    std::fs::write(
-        dir.join("generation_config.json"),
-        serde_json::to_string_pretty(&generation)? + "\n",
-    )?;
-    std::fs::write(dir.join("tokenizer.json"), tokenizer_json)?;
+    demorecon_io::write_json_pretty(&dir.join("generation_config.json"), &generation)?;
+    demorecon_io::write_atomic(&dir.join("tokenizer.json"), tokenizer_json.as_bytes())?;
     let tokens: Vec<String> = match content.metadata.get("tokenizer.ggml.tokens") {
         Some(gguf_file::Value::Array(values)) => values
             .iter()
@@ -454,10 +445,7 @@ pub fn write_hf(
         "model_max_length": cfg.context_length,
         "chat_template": meta_str(content, "tokenizer.chat_template"),
     });
-    std::fs::write(
-        dir.join("tokenizer_config.json"),
-        serde_json::to_string_pretty(&tokenizer_config)? + "\n",
-    )?;
+    demorecon_io::write_json_pretty(&dir.join("tokenizer_config.json"), &tokenizer_config)?;
     Ok(())
 }
 

@@ -383,9 +383,6 @@ fn write_run_config(opts: &RunOptions, base: &Base) -> anyhow::Result<()> {
         "lora_dropout": opts.lora.dropout,
         "lora_targets": opts.lora.targets.iter().map(|t| t.hf_name()).collect::<Vec<_>>(),
     });
-    std::fs::write(
-        opts.out.join("train_config.json"),
-        serde_json::to_string_pretty(&value)? + "\n",
-    )?;
+    demorecon_io::write_json_pretty(&opts.out.join("train_config.json"), &value)?;
     Ok(())
 }

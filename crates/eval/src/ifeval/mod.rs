@@ -10,6 +10,7 @@
 //! [`lint`] reports contradictions in the prompt data; [`generate`] produces responses with a
 //! model; [`fetch`] downloads the official prompt file.
 
+pub mod bench;
 pub mod fetch;
 pub mod generate;
 pub mod lint;

@@ -1,10 +1,14 @@
-//! The stages' prompts: one TOML file a stage under `prompts/` at the repository root,
-//! compiled into the binary and overridable file by file with `--prompts DIR`.
+//! Prompt sets: the project's prompts, one TOML file a purpose under `prompts/` at the
+//! repository root (a pipeline stage, a benchmark's judge), compiled into the binary and
+//! overridable file by file with `--prompts DIR`.
 //!
 //! A file has a `version` and one table per template (`system`, `user` — minijinja, strict
 //! about undefined variables — and optional few-shot `shots`). The version that enters the
-//! cache key is `{stage}/{version}+{hash of the file}`: editing a prompt re-asks the model even
+//! cache key is `{file}/{version}+{hash of the file}`: editing a prompt re-asks the model even
 //! if nobody bumps the number, and the number stays for humans and reports.
+//!
+//! Which files exist and which templates each must have is declared once, in [`BUILTIN`]; the
+//! pipeline and the benchmarks ask for their own files by name.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,24 +17,60 @@ use demorecon_llm::Message;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Deserialize;
 
-/// The built-in prompt files, by stage.
-const BUILTIN: [(&str, &str); 5] = [
-    ("filter", include_str!("../../../prompts/filter.toml")),
-    ("decompose", include_str!("../../../prompts/decompose.toml")),
-    ("vary", include_str!("../../../prompts/vary.toml")),
-    ("respond", include_str!("../../../prompts/respond.toml")),
-    ("verify", include_str!("../../../prompts/verify.toml")),
+/// One built-in prompt file: its name, its text, and the templates it must define.
+pub struct Builtin {
+    pub name: &'static str,
+    pub text: &'static str,
+    pub templates: &'static [&'static str],
+}
+
+/// Every built-in prompt file. The pipeline's stages use the first five; the benchmarks'
+/// judges the rest.
+pub const BUILTIN: &[Builtin] = &[
+    Builtin {
+        name: "filter",
+        text: include_str!("../../../prompts/filter.toml"),
+        templates: &["check"],
+    },
+    Builtin {
+        name: "decompose",
+        text: include_str!("../../../prompts/decompose.toml"),
+        templates: &["split"],
+    },
+    Builtin {
+        name: "vary",
+        text: include_str!("../../../prompts/vary.toml"),
+        templates: &["modify"],
+    },
+    Builtin {
+        name: "respond",
+        text: include_str!("../../../prompts/respond.toml"),
+        templates: &["answer", "revise"],
+    },
+    Builtin {
+        name: "verify",
+        text: include_str!("../../../prompts/verify.toml"),
+        templates: &["judge"],
+    },
+    Builtin {
+        name: "fgiv",
+        text: include_str!("../../../prompts/fgiv.toml"),
+        templates: &["pass", "detect"],
+    },
+    Builtin {
+        name: "infobench",
+        text: include_str!("../../../prompts/infobench.toml"),
+        templates: &["judge"],
+    },
+    Builtin {
+        name: "followbench",
+        text: include_str!("../../../prompts/followbench.toml"),
+        templates: &["judge", "strict"],
+    },
 ];
 
-/// The templates the stages use, as `(file, template)`.
-pub const REQUIRED: [(&str, &str); 6] = [
-    ("filter", "check"),
-    ("decompose", "split"),
-    ("vary", "modify"),
-    ("respond", "answer"),
-    ("respond", "revise"),
-    ("verify", "judge"),
-];
+/// The pipeline's prompt files (what a run folder's identity records).
+pub const PIPELINE_FILES: [&str; 5] = ["filter", "decompose", "vary", "respond", "verify"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
@@ -88,12 +128,12 @@ impl PromptSet {
         Self::load(None).expect("the built-in prompts are valid (tested)")
     }
 
-    /// The built-in prompts with any `{stage}.toml` found in `dir` in their place.
+    /// The built-in prompts with any `{file}.toml` found in `dir` in their place.
     pub fn with_overrides(dir: &Path) -> Result<Self, PromptError> {
         if !dir.is_dir() {
             return Err(PromptError::File {
                 path: dir.to_owned(),
-                message: "--prompts must be a folder of {stage}.toml files".into(),
+                message: "--prompts must be a folder of {name}.toml prompt files".into(),
             });
         }
         Self::load(Some(dir))
@@ -103,7 +143,8 @@ impl PromptSet {
         let mut files = BTreeMap::new();
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        for (stage, builtin) in BUILTIN {
+        for builtin in BUILTIN {
+            let stage = builtin.name;
             let (path, text) = match dir.map(|d| d.join(format!("{stage}.toml"))) {
                 Some(path) if path.is_file() => {
                     let text = std::fs::read_to_string(&path).map_err(|e| PromptError::File {
@@ -114,7 +155,7 @@ impl PromptSet {
                 }
                 _ => (
                     PathBuf::from(format!("prompts/{stage}.toml")),
-                    builtin.to_owned(),
+                    builtin.text.to_owned(),
                 ),
             };
             let file_err = |message: String| PromptError::File {
@@ -128,9 +169,9 @@ impl PromptSet {
                         .map_err(|e| file_err(format!("[{name}] {part}: {e}")))?;
                 }
             }
-            for (file, name) in REQUIRED.iter().filter(|(f, _)| *f == stage) {
+            for name in builtin.templates {
                 if !parsed.templates.contains_key(*name) {
-                    return Err(file_err(format!("the {file} stage needs a [{name}] table")));
+                    return Err(file_err(format!("{stage}.toml needs a [{name}] table")));
                 }
             }
             let digest = blake3::hash(text.as_bytes()).to_hex();
@@ -145,11 +186,11 @@ impl PromptSet {
         self.files.get(file).map(|(v, _)| v.as_str()).unwrap_or("")
     }
 
-    /// Every file's version tag, for the manifest.
-    pub fn versions(&self) -> BTreeMap<String, String> {
-        self.files
+    /// The version tags of `files`, for a manifest or a summary.
+    pub fn versions_of(&self, files: &[&str]) -> BTreeMap<String, String> {
+        files
             .iter()
-            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .map(|f| (f.to_string(), self.version(f).to_owned()))
             .collect()
     }
 
@@ -210,7 +251,8 @@ mod tests {
         assert!(user.ends_with("Change requirement 2: do B"), "{user}");
         assert_eq!(m[0].role, demorecon_llm::Role::System);
         assert!(p.version("vary").starts_with("vary/2+"));
-        assert_eq!(p.versions().len(), 5);
+        assert_eq!(p.versions_of(&PIPELINE_FILES).len(), 5);
+        assert!(p.versions_of(&PIPELINE_FILES)["verify"].starts_with("verify/"));
     }
 
     #[test]
@@ -247,10 +289,7 @@ mod tests {
         let err = PromptSet::with_overrides(dir.path())
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("verify.toml") && err.contains("[judge]"),
-            "{err}"
-        );
+        assert!(err.contains("verify.toml needs a [judge] table"), "{err}");
         std::fs::write(dir.path().join("verify.toml"), "version = \n").unwrap();
         let err = PromptSet::with_overrides(dir.path())
             .unwrap_err()

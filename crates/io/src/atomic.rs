@@ -23,6 +23,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Replaces `path` with whatever `fill` writes, atomically, creating parent folders. The
+/// writer is buffered; an error from `fill` leaves the old file in place.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = tmp_path(path)?;
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+        fill(&mut out)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_parent(path);
+    Ok(())
+}
+
+/// Writes `value` as pretty JSON with a trailing newline, atomically.
+pub fn write_json_pretty<T: Serialize + ?Sized>(path: &Path, value: &T) -> std::io::Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
 /// A JSONL file written row by row into a sibling temporary file and put in place by
 /// [`commit`](Self::commit), so memory stays flat however many rows there are.
 pub struct AtomicJsonl {
@@ -110,5 +143,22 @@ mod tests {
         );
         assert_eq!(rows.commit().unwrap(), 1);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "[1]\n");
+    }
+
+    #[test]
+    fn a_failing_writer_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keep.txt");
+        write_atomic(&path, b"old").unwrap();
+        let err = write_atomic_with(&path, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("boom"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "boom");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        write_atomic_with(&path, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
     }
 }

@@ -1,0 +1,189 @@
+//! The judge-based evals and the report end to end through the binary, on the embedded model
+//! as both the model under test and the judge, over small slices: the files are written, the
+//! counts add up, and a rerun with `--offline` reproduces every file byte for byte from the
+//! cache (so nothing is asked twice).
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{bin, ok, shared_data, temp_cache};
+
+/// Runs `demorecon --cache CACHE [--offline] eval ARGS… --json -o OUT --quiet` and returns the
+/// summary it printed.
+fn eval(cache: &Path, offline: bool, out: &Path, args: &[&str]) -> Value {
+    let mut cmd = bin();
+    cmd.arg("--cache").arg(cache);
+    if offline {
+        cmd.arg("--offline");
+    }
+    let run = ok(cmd
+        .arg("eval")
+        .args(args)
+        .args(["--json", "--quiet", "-o"])
+        .arg(out)
+        .output()
+        .unwrap());
+    serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON summary ({e}): {}",
+            String::from_utf8_lossy(&run.stdout)
+        )
+    })
+}
+
+fn items(dir: &Path) -> Vec<Value> {
+    super::read_jsonl(&dir.join("items.jsonl"))
+}
+
+/// The first run writes the folder; an offline rerun into another folder gives the same bytes.
+fn run_twice(args: &[&str]) -> (Value, tempfile::TempDir) {
+    let (_cache_dir, cache) = temp_cache();
+    let first = tempfile::tempdir().unwrap();
+    let summary = eval(&cache, false, first.path(), args);
+    let again = tempfile::tempdir().unwrap();
+    let summary2 = eval(&cache, true, again.path(), args);
+    assert_eq!(
+        summary, summary2,
+        "the offline rerun summarises differently"
+    );
+    for file in ["items.jsonl", "summary.json"] {
+        assert_eq!(
+            std::fs::read(first.path().join(file)).unwrap(),
+            std::fs::read(again.path().join(file)).unwrap(),
+            "{file} differs on the offline rerun"
+        );
+    }
+    (summary, first)
+}
+
+fn headline(summary: &Value, key: &str) -> Value {
+    summary["headline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["key"] == key)
+        .unwrap_or_else(|| panic!("no {key} in {summary}"))
+        .clone()
+}
+
+#[test]
+fn ifeval_generates_scores_and_reruns_offline() {
+    let input = shared_data().join("ifeval/input_data.jsonl");
+    let input = input.to_str().unwrap();
+    let (summary, dir) = run_twice(&[
+        "ifeval",
+        "--model",
+        "embedded",
+        "--input",
+        input,
+        "--limit",
+        "3",
+        "--max-tokens",
+        "48",
+    ]);
+    assert_eq!(summary["benchmark"], "ifeval");
+    assert_eq!(summary["items"], 3);
+    assert_eq!(summary["model"]["spec"], "embedded");
+    assert_eq!(headline(&summary, "prompt_strict")["den"], 3.0);
+    let rows = items(dir.path());
+    assert_eq!(rows.len(), 3);
+    let insts: f64 = rows
+        .iter()
+        .map(|r| r["scores"]["inst_strict"][1].as_f64().unwrap())
+        .sum();
+    assert_eq!(headline(&summary, "inst_strict")["den"], insts);
+    for f in [
+        "responses.jsonl",
+        "eval_results_strict.jsonl",
+        "eval_results_loose.jsonl",
+    ] {
+        assert_eq!(super::read_jsonl(&dir.path().join(f)).len(), 3, "{f}");
+    }
+}
+
+/// Two held-out variants of one seed and a balanced detection pair, as `build` writes them.
+fn fgiv_data(dir: &Path) {
+    let subs = |second: &str| {
+        json!([
+            "write a short note to a neighbour",
+            second,
+            "use at most 40 words"
+        ])
+    };
+    let rows = [
+        json!({"seed_id": "s1", "variant_id": "s1/v1", "prompt": "Write a short, cheerful note to a neighbour about a lost cat. Use at most 40 words.",
+               "sub_instructions": subs("be cheerful"), "modified_index": 1, "original_sub_instruction": "be apologetic",
+               "modified_sub_instruction": "be cheerful", "edit_kind": "contradict", "seed_prompt": "Write a short, apologetic note to a neighbour about a lost cat. Use at most 40 words."}),
+        json!({"seed_id": "s1", "variant_id": "s1/v2", "prompt": "Write a short, apologetic note to a neighbour about a lost cat. Use at least 80 words.",
+               "sub_instructions": ["write a short note to a neighbour", "be apologetic", "use at least 80 words"], "modified_index": 2,
+               "original_sub_instruction": "use at most 40 words", "modified_sub_instruction": "use at least 80 words",
+               "edit_kind": "contradict", "seed_prompt": "Write a short, apologetic note to a neighbour about a lost cat. Use at most 40 words."}),
+    ];
+    let det = [
+        json!({"seed_id": "s1", "variant_id": "s1/v1", "prompt": rows[0]["prompt"], "response": "Good news, neighbour! Have you seen a grey cat? Ours ran off; call us!", "response_from": "s1/v1", "label": "yes"}),
+        json!({"seed_id": "s1", "variant_id": "s1/v1", "prompt": rows[0]["prompt"], "response": "I am so sorry to bother you, but our cat is lost.", "response_from": "s1", "label": "no"}),
+    ];
+    let lines = |v: &[Value]| v.iter().map(|r| format!("{r}\n")).collect::<String>();
+    std::fs::write(dir.join("fgiv_eval.jsonl"), lines(&rows)).unwrap();
+    std::fs::write(dir.join("fgiv_detection.jsonl"), lines(&det)).unwrap();
+}
+
+#[test]
+fn fgiv_judges_every_variant_and_sub_instruction_and_reruns_offline() {
+    let data = tempfile::tempdir().unwrap();
+    fgiv_data(data.path());
+    let (summary, dir) = run_twice(&[
+        "fgiv",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--max-tokens",
+        "64",
+    ]);
+    assert_eq!(summary["benchmark"], "fgiv");
+    assert_eq!(summary["items"], 4);
+    assert_eq!(summary["judge"]["kind"], "embedded");
+    assert!(
+        summary["judge"]["prompt_version"]
+            .as_str()
+            .unwrap()
+            .contains("fgiv/1+")
+    );
+    assert_eq!(headline(&summary, "pass_rate")["den"], 2.0);
+    assert_eq!(headline(&summary, "detection_yes")["den"], 1.0);
+    assert_eq!(headline(&summary, "detection_no")["den"], 1.0);
+    assert_eq!(
+        headline(&summary, "detection")["mean_of"],
+        json!(["detection_yes", "detection_no"])
+    );
+    let rows = items(dir.path());
+    let direct: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "direct").collect();
+    assert_eq!(direct.len(), 2);
+    for r in &direct {
+        let subs = r["verdict"]["sub_instructions"].as_array().unwrap();
+        assert_eq!(subs.len(), 3);
+        assert_eq!(subs.iter().filter(|s| s["modified"] == true).count(), 1);
+        // "use at most/least N words" is decided by code, never by the judge.
+        let words = subs
+            .iter()
+            .find(|s| s["text"].as_str().unwrap().contains("words"))
+            .unwrap();
+        assert!(
+            words["by"]
+                .as_str()
+                .unwrap()
+                .starts_with("code:length_constraints:number_words"),
+            "{words}"
+        );
+        assert_eq!(r["judge_raw"].as_array().unwrap().len(), 1);
+    }
+    let detection: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "detection").collect();
+    assert_eq!(detection.len(), 2);
+    for r in detection {
+        // Three new tokens at most.
+        assert!(
+            r["response"].as_str().unwrap().split_whitespace().count() <= 3,
+            "{r}"
+        );
+    }
+}
