@@ -10,6 +10,7 @@
 //! case-insensitive patterns).
 
 mod fxhash;
+pub mod followbench;
 pub mod ifeval;
 pub mod langid;
 pub mod pattern;

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use demorecon_eval::bench::{self, Judge, Responses, RunOptions};
+use demorecon_eval::bench::{self, Benchmark as _, Judge, Responses, RunOptions};
 use demorecon_eval::record::{ItemRecord, Summary, write_eval_dir};
-use demorecon_eval::{fgiv, ifeval};
+use demorecon_eval::{fgiv, followbench, ifeval, infobench};
 use demorecon_judge::PromptSet;
 
 use crate::context::{Context, RoleName};
@@ -26,6 +26,13 @@ pub enum EvalCommand {
     /// variant (a judge says whether it addresses every instruction) and says whether given
     /// responses follow given variants (detection).
     Fgiv(FgivArgs),
+    /// InFoBench: 500 instructions with 2,250 decomposed yes/no questions, asked one at a time
+    /// in one judge conversation per instruction; DRFR overall, Easy/Hard and per label.
+    Infobench(InfobenchArgs),
+    /// FollowBench: 820 items in six categories, each level adding one constraint; rule checks
+    /// where the reference has them, the judge with the constraint-evolution path elsewhere;
+    /// HSR/SSR per category and level, CSL per category.
+    Followbench(FollowbenchArgs),
 }
 
 /// Options every eval shares.
@@ -106,10 +113,78 @@ pub struct FgivArgs {
     pub common: CommonArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct InfobenchArgs {
+    /// The InFoBench file (infobench.jsonl: id, instruction, input, decomposed_questions,
+    /// question_label, subset).
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Judge existing outputs: JSONL rows with `id` and `output` (or `response`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["judgements", "model"])]
+    pub responses: Option<PathBuf>,
+    /// Aggregate existing judge verdicts (the InFoBench repo's evaluation output: rows with
+    /// `id` and `eval`, a list of true/false/null); no model is called.
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub judgements: Option<PathBuf>,
+    /// Generate the outputs with this model under test (a spec). Default: the target role.
+    #[arg(long, value_name = "SPEC")]
+    pub model: Option<String>,
+    /// New-token cap per generated output.
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens: u32,
+    /// Score only the first N instructions (a fixed slice).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Prompt files that replace the built-in ones (infobench.toml).
+    #[arg(long, value_name = "DIR")]
+    pub prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct FollowbenchArgs {
+    /// The folder with FollowBench's six files ({content,situation,style,format,example,mixed}_constraints.jsonl).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Score existing responses: a folder in FollowBench's output layout
+    /// ({type}_constraint.jsonl with the instruction and the response per row).
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
+    pub responses: Option<PathBuf>,
+    /// Generate the responses with this model under test (a spec). Default: the target role.
+    #[arg(long, value_name = "SPEC")]
+    pub model: Option<String>,
+    /// Only these categories, comma-separated (default: all six).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub categories: Vec<String>,
+    /// Only the first N example groups of each category (all their levels: a fixed slice).
+    #[arg(long, value_name = "N")]
+    pub examples: Option<usize>,
+    /// Score the rule-checked items only; the others are listed as not scored (no judge).
+    #[arg(long)]
+    pub rules_only: bool,
+    /// Re-ask the judge once with a stricter instruction when its reply does not parse.
+    #[arg(long)]
+    pub reask_strict: bool,
+    /// New-token cap of a judge reply (the reference's is 1024).
+    #[arg(long, default_value_t = 1024)]
+    pub judge_max_tokens: u32,
+    /// New-token cap per generated response.
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens: u32,
+    /// Prompt files that replace the built-in ones (followbench.toml).
+    #[arg(long, value_name = "DIR")]
+    pub prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 pub async fn run(cmd: EvalCommand, ctx: &Context) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Ifeval(args) => run_ifeval(args, ctx).await,
         EvalCommand::Fgiv(args) => run_fgiv(args, ctx).await,
+        EvalCommand::Infobench(args) => run_infobench(args, ctx).await,
+        EvalCommand::Followbench(args) => run_followbench(args, ctx).await,
     }
 }
 
@@ -342,4 +417,108 @@ async fn run_fgiv(args: FgivArgs, ctx: &Context) -> anyhow::Result<()> {
         })
     });
     finish(&out, &summary, &items, args.common.json, Vec::new())
+}
+
+async fn run_infobench(args: InfobenchArgs, ctx: &Context) -> anyhow::Result<()> {
+    let mut bench = infobench::InfoBench::load(&args.input, prompt_set(args.prompts.as_deref())?)?;
+    if let Some(n) = args.limit {
+        bench.truncate(n);
+    }
+    let out = args
+        .common
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("infobench-results"));
+    let (summary, items) = if let Some(path) = &args.judgements {
+        bench.from_judgements(path)?
+    } else {
+        let responses = match &args.responses {
+            Some(path) => bench.given_responses(path)?,
+            None => generate_with(ctx, args.model.as_deref())?,
+        };
+        let judge = judge(ctx, &bench.prompt_version())?;
+        bench::run(
+            &bench,
+            responses,
+            Some(&judge),
+            run_options(&args.common, args.max_tokens),
+        )
+        .await?
+    };
+    finish(&out, &summary, &items, args.common.json, Vec::new())
+}
+
+async fn run_followbench(args: FollowbenchArgs, ctx: &Context) -> anyhow::Result<()> {
+    let types: Vec<&str> = if args.categories.is_empty() {
+        followbench::CONSTRAINT_TYPES.to_vec()
+    } else {
+        for c in &args.categories {
+            if !followbench::CONSTRAINT_TYPES.contains(&c.as_str()) {
+                anyhow::bail!(
+                    "unknown FollowBench category {c:?}; choose from {}",
+                    followbench::CONSTRAINT_TYPES.join(", ")
+                );
+            }
+        }
+        args.categories.iter().map(String::as_str).collect()
+    };
+    let mut items = followbench::load_types(&args.data, &types)?;
+    if let Some(n) = args.examples {
+        // The first N example groups of each category, whole (every level), so CSL still means
+        // what it says.
+        let mut kept: Vec<(String, u64)> = Vec::new();
+        items.retain(|it| {
+            let key = (it.constraint_type.clone(), it.example_id);
+            if kept.contains(&key) {
+                return true;
+            }
+            let seen = kept
+                .iter()
+                .filter(|(t, _)| *t == it.constraint_type)
+                .count();
+            if seen < n {
+                kept.push(key);
+                true
+            } else {
+                false
+            }
+        });
+    }
+    let opts = followbench::Options {
+        rules_only: args.rules_only,
+        reask_strict: args.reask_strict,
+        judge_max_tokens: args.judge_max_tokens,
+    };
+    let bench = followbench::FollowBench::new(items, prompt_set(args.prompts.as_deref())?, opts)?;
+    let out = args
+        .common
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("followbench-results"));
+    let responses = match &args.responses {
+        Some(dir) => bench.given_responses(dir)?,
+        None => generate_with(ctx, args.model.as_deref())?,
+    };
+    let generated = matches!(responses, Responses::Generate { .. });
+    let judge = if args.rules_only {
+        None
+    } else {
+        Some(judge(ctx, &bench.prompt_version())?)
+    };
+    let (summary, items) = bench::run(
+        &bench,
+        responses,
+        judge.as_ref(),
+        run_options(&args.common, args.max_tokens),
+    )
+    .await?;
+    let mut written = Vec::new();
+    if generated {
+        let texts: Vec<String> = items.iter().map(|it| it.response.clone()).collect();
+        written.extend(
+            followbench::write_responses(&out.join("responses"), bench.items(), &texts)
+                .with_context(|| format!("writing responses under {}", out.display()))?,
+        );
+    }
+    finish(&out, &summary, &items, args.common.json, written)
 }

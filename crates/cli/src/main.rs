@@ -6,6 +6,7 @@ mod cmd_cache;
 mod cmd_chat;
 mod cmd_eval;
 mod cmd_model;
+mod cmd_report;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_train;
@@ -54,9 +55,12 @@ enum Command {
     Serve(cmd_serve::ServeArgs),
     /// Fine-tune the embedded model family with LoRA: SFT, DPO or both in one loss.
     Train(cmd_train::TrainArgs),
-    /// Score a model on a benchmark (IFEval, ...).
+    /// Score a model on a benchmark: IFEval, FGIV-Eval, InFoBench, FollowBench.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
+    /// One self-contained HTML page over eval, run and train folders: models side by side with
+    /// 95 % intervals, paired tests, the pipeline funnel and training curves.
+    Report(cmd_report::ReportArgs),
     /// Manage the embedded model (fetch, path).
     #[command(subcommand)]
     Model(cmd_model::ModelCommand),
@@ -93,6 +97,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => cmd_serve::run(args, &ctx).await,
             Command::Train(args) => cmd_train::run(args, &ctx),
             Command::Eval(cmd) => cmd_eval::run(cmd, &ctx).await,
+            Command::Report(args) => cmd_report::run(args),
             Command::Model(cmd) => cmd_model::run(cmd),
             Command::Cache(cmd) => cmd_cache::run(cmd, &ctx),
         };

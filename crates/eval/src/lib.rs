@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod fgiv;
+pub mod followbench;
 pub mod ifeval;
 pub mod infobench;
 pub mod record;
