@@ -65,18 +65,7 @@ pub async fn ensure_input_data(dest: &Path) -> Result<PathBuf, EvalError> {
             "sha256 {digest} differs from the expected {INPUT_DATA_SHA256}"
         )));
     }
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| EvalError::Write {
-            path: dir.into(),
-            source,
-        })?;
-    }
-    let tmp = dest.with_extension("download");
-    std::fs::write(&tmp, &bytes).map_err(|source| EvalError::Write {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, dest).map_err(|source| EvalError::Write {
+    demorecon_io::write_atomic(dest, &bytes).map_err(|source| EvalError::Write {
         path: dest.into(),
         source,
     })?;

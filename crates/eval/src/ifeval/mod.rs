@@ -16,7 +16,7 @@ pub mod generate;
 pub mod lint;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use demorecon_checks::{CheckError, Constraint, pystr};
@@ -140,30 +140,22 @@ pub struct ScoreOptions {
 }
 
 fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, EvalError> {
-    let file = std::fs::File::open(path).map_err(|source| EvalError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let mut rows = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| EvalError::Read {
-            path: path.into(),
-            source,
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row = serde_json::from_str(&line).map_err(|e| EvalError::BadLine {
-            path: path.into(),
-            line: i + 1,
-            message: e.to_string(),
-        })?;
-        rows.push(row);
-    }
-    if rows.is_empty() {
-        return Err(EvalError::Empty { path: path.into() });
-    }
-    Ok(rows)
+    use demorecon_io::JsonlError;
+    demorecon_io::read_jsonl(path)
+        .map(|rows| rows.into_iter().map(|(_, r)| r).collect())
+        .map_err(|e| match e {
+            JsonlError::Io { path, source } => EvalError::Read { path, source },
+            JsonlError::Line {
+                path,
+                line,
+                message,
+            } => EvalError::BadLine {
+                path,
+                line,
+                message,
+            },
+            JsonlError::Empty { path } => EvalError::Empty { path },
+        })
 }
 
 /// Reads an IFEval prompt file (`{"key","prompt","instruction_id_list","kwargs"}` per line).
@@ -473,24 +465,16 @@ pub fn summarize(rows: &[RowResult]) -> ModeSummary {
     }
 }
 
-/// Writes a file through `fill`, to a temporary name then renamed, so a reader never sees a
-/// half-written file. Writing through a buffer (rather than building the whole text first)
-/// keeps the output files out of peak memory.
+/// Writes a file atomically through `fill` (buffered, so the output files stay out of peak
+/// memory).
 fn write_file(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<(), EvalError> {
-    let tmp = path.with_extension("tmp");
-    let err = |source| EvalError::Write {
+    demorecon_io::write_atomic_with(path, fill).map_err(|source| EvalError::Write {
         path: path.into(),
         source,
-    };
-    let f = std::fs::File::create(&tmp).map_err(err)?;
-    let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
-    fill(&mut w).map_err(err)?;
-    w.flush().map_err(err)?;
-    drop(w);
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 /// Writes rows as JSON lines (the reference's format).
