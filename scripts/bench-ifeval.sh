@@ -14,6 +14,8 @@
 # running lm_eval's package __init__ (which would pull torch/datasets/...), then scores every
 # row strict and loose with lm-eval's own functions and writes the same two output files.
 # Punkt parameters come from the shared data, copied into an NLTK_DATA folder in the cache.
+# nltk is pinned at 3.10.4, the version IFEval parity is defined against (it compiles its
+# patterns with the `regex` module; see crates/checks/src/pyregex.rs).
 set -euo pipefail
 
 RUNS=${1:-7}
@@ -87,12 +89,17 @@ summary.update({f"inst_level_{m}_acc": t[2] / t[3] for m, t in totals.items()})
 json.dump(summary, open(os.path.join(out_dir, "summary.json"), "w"), indent=1)
 PY
 
-# run_timed NAME CMD...: appends "wall_s max_rss_kb" to $WORK/NAME.times
+# run_timed NAME CMD...: appends "wall_s max_rss_kb" to $WORK/NAME.times. The wall time is
+# taken with nanosecond timestamps around the run (GNU time's %e has 10 ms steps, a third of
+# our whole run); it includes starting /usr/bin/time, the same for both sides.
 run_timed() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/$name.one" "$@" > "$WORK/$name.stdout" 2> "$WORK/$name.stderr" || {
+  local t0 t1
+  t0=$(date +%s%N)
+  /usr/bin/time -f "%M" -o "$WORK/$name.one" "$@" > "$WORK/$name.stdout" 2> "$WORK/$name.stderr" || {
     echo "$name failed:" >&2; cat "$WORK/$name.stderr" >&2; exit 1; }
-  cat "$WORK/$name.one" >> "$WORK/$name.times"
+  t1=$(date +%s%N)
+  echo "$(echo "($t1 - $t0) / 1000000000" | bc -l) $(tail -n 1 "$WORK/$name.one")" >> "$WORK/$name.times"
 }
 
 OURS=(env DEMORECON_HOME="$WORK/home" "$BIN" eval ifeval --input "$INPUT" --responses "$RESPONSES" -o "$WORK/ours")
@@ -113,7 +120,8 @@ ref_wall=$(cut -d' ' -f1 "$WORK/ref.times" | median)
 ref_rss=$(cut -d' ' -f2 "$WORK/ref.times" | median)
 
 # Sanity: how many instruction verdicts the two disagree on (lm-eval's letter_frequency rule
-# differs from the newest reference for non-letters, keys 1122 and 1129).
+# differs from the newest reference for non-letters, keys 1122 and 1129: it replaces the
+# character by a random letter, so 0 to 4 verdicts differ from run to run).
 diffs=$(python3 - "$WORK/ours" "$WORK/ref" <<'PY'
 import json, sys
 n = 0
@@ -125,11 +133,13 @@ print(n)
 PY
 )
 
+cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
 echo
 echo "IFEval scoring, 541 GPT-4 responses, strict + loose, whole process, median of $RUNS runs"
+echo "CPU: ${cpu:-unknown}, $(nproc) cores available; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
 printf '%-28s %10s %14s\n' "" "wall (s)" "peak RSS (MB)"
-printf '%-28s %10.3f %14.1f\n' "demorecon eval ifeval" "$ours_wall" "$(echo "$ours_rss/1024" | bc -l)"
-printf '%-28s %10.3f %14.1f\n' "lm-eval 0.4.13 (Python)" "$ref_wall" "$(echo "$ref_rss/1024" | bc -l)"
+printf '%-28s %10.4f %14.1f\n' "demorecon eval ifeval" "$ours_wall" "$(echo "$ours_rss/1024" | bc -l)"
+printf '%-28s %10.4f %14.1f\n' "lm-eval 0.4.13 (Python)" "$ref_wall" "$(echo "$ref_rss/1024" | bc -l)"
 printf 'speed-up: %.1fx   memory: %.1fx less\n' "$(echo "$ref_wall/$ours_wall" | bc -l)" "$(echo "$ref_rss/$ours_rss" | bc -l)"
 echo "instruction verdicts that differ between the two: $diffs"
 echo "summary (ours): $(tr -d '\n ' < "$WORK/ours/summary.json" | head -c 160)..."

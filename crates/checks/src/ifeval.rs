@@ -12,7 +12,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::pattern::{Pattern, cached_regex};
-use crate::{langid, punkt, pyjson, pystr, treebank};
+use crate::{langid, punkt, pyjson, pyregex, pystr, treebank};
 
 /// Every IFEval instruction id, in the reference registry's order.
 pub const IFEVAL_IDS: [&str; 25] = [
@@ -520,7 +520,7 @@ impl Constraint {
             Constraint::NumberWords {
                 num_words,
                 relation,
-            } => relation.holds(pystr::count_words(response) as u64, *num_words),
+            } => relation.holds(pyregex::count_words(response) as u64, *num_words),
             Constraint::NthParagraphFirstWord {
                 num_paragraphs,
                 nth_paragraph,
@@ -912,6 +912,15 @@ mod tests {
         );
         assert!(k.check("don't stop-me"), "don, t, stop, me");
         assert!(!k.check("cafe\u{301} x"));
+        // nltk 3.10.4 counts with the `regex` module, where combining marks are word
+        // characters: "re\u{301}sume\u{301}" is one word there (two with nltk 3.9's stdlib `re`).
+        let k = c(
+            "length_constraints:number_words",
+            json!({"num_words": 3, "relation": "less than"}),
+        );
+        assert!(k.check("my re\u{301}sume\u{301}"));
+        assert!(k.check("\u{2764}\u{fe0f} a"), "U+FE0F is a word of its own");
+        assert!(!k.check("\u{2764}\u{fe0f} a b"));
         let k = c(
             "length_constraints:number_paragraphs",
             json!({"num_paragraphs": 2}),

@@ -1,30 +1,30 @@
 //! NLTK's Punkt sentence splitter for English, ported step for step so that sentence counts
 //! (and so IFEval's `number_sentences` and `capital_word_frequency` verdicts) equal the
-//! reference's.
+//! reference's. It splits sentences only; word tokens for other uses are [`crate::treebank`].
 //!
 //! The trained parameters (abbreviations, collocations, frequent sentence starters and
-//! orthographic contexts) are NLTK's `punkt_tab/english` files, embedded from
-//! `data/punkt_tab/english` (see the NOTICE there). The algorithm follows
-//! `PunktSentenceTokenizer.tokenize(text)` of nltk 3.10 with boundary realignment:
-//! candidate ends are `.`, `?`, `!` followed by punctuation or by whitespace and a token; each
-//! candidate's context (previous word, the mark, the next token) is split into Punkt word
-//! tokens, annotated (first pass: abbreviations, ellipses; second pass: collocations,
-//! orthographic heuristic, initials, numbers) and a break is made when a token other than the
-//! last one ends a sentence. The NLTK regexes use look-ahead, so they are hand-written scans
-//! here; every offset is a byte offset into the input `&str`.
+//! orthographic contexts) are NLTK's `punkt_tab/english` files in `data/punkt_tab/english`
+//! (see the NOTICE there), laid out as hash tables by `build.rs` and read in place from the
+//! binary. The algorithm follows `PunktSentenceTokenizer.tokenize(text)` of nltk 3.10.4 with
+//! boundary realignment: candidate ends are `.`, `?`, `!` followed by punctuation or by
+//! whitespace and a token; each candidate's context (previous word, the mark, the next token)
+//! is split into Punkt word tokens, annotated (first pass: abbreviations, ellipses; second
+//! pass: collocations, orthographic heuristic, initials, numbers) and a break is made when a
+//! token other than the last one ends a sentence. nltk 3.10.4 compiles these regexes with the
+//! Python `regex` module, so their `\s`, `\S`, `\d` and `[^\W\d]` are [`crate::pyregex`]'s
+//! (U+001C..U+001F are not whitespace, combining marks are letters); the plain string methods
+//! (`strip`, `rstrip`, `lower`, `isupper`) stay Python's ([`crate::pystr`]). The regexes use
+//! look-ahead, so they are hand-written scans here; every offset is a byte offset into the
+//! input `&str`.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use regex::Regex;
+use crate::strtable::{self, StrTable};
+use crate::{pyregex, pystr};
 
-use crate::fxhash::FxBuild;
-use crate::pystr;
-
-const ABBREV_TYPES: &str = include_str!("../data/punkt_tab/english/abbrev_types.txt");
-const COLLOCATIONS: &str = include_str!("../data/punkt_tab/english/collocations.tab");
-const SENT_STARTERS: &str = include_str!("../data/punkt_tab/english/sent_starters.txt");
-const ORTHO_CONTEXT: &str = include_str!("../data/punkt_tab/english/ortho_context.tab");
+/// The English parameters, laid out by `build.rs` (see `strtable`).
+static ENGLISH_TABLES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/punkt-english.bin"));
 
 const ORTHO_BEG_UC: u32 = 1 << 1;
 const ORTHO_MID_UC: u32 = 1 << 2;
@@ -35,57 +35,88 @@ const ORTHO_UNK_LC: u32 = 1 << 6;
 const ORTHO_UC: u32 = ORTHO_BEG_UC + ORTHO_MID_UC + ORTHO_UNK_UC;
 const ORTHO_LC: u32 = ORTHO_BEG_LC + ORTHO_MID_LC + ORTHO_UNK_LC;
 
-/// Trained Punkt parameters (NLTK's `PunktParameters`).
-/// Strings borrow from the parameter files' text, so the embedded English parameters need no
-/// per-entry allocation.
-#[derive(Debug, Default)]
-pub struct PunktParams<'p> {
-    abbrev_types: HashSet<&'p str, FxBuild>,
-    collocations: HashSet<(&'p str, &'p str), FxBuild>,
-    sent_starters: HashSet<&'p str, FxBuild>,
-    ortho_context: HashMap<&'p str, u32, FxBuild>,
+/// Trained Punkt parameters (NLTK's `PunktParameters`): four read-only hash tables in one
+/// byte buffer, which for the embedded English parameters is part of the binary.
+#[derive(Debug)]
+pub struct PunktParams {
+    bytes: Cow<'static, [u8]>,
+    abbrev_types: StrTable,
+    /// Keys are `"type\tnext_type"`.
+    collocations: StrTable,
+    sent_starters: StrTable,
+    ortho_context: StrTable,
 }
 
-/// Lines of a `punkt_tab` text file, as NLTK's `TabDecoder` reads them (one entry per line,
-/// the newline removed).
-fn tab_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.lines()
-}
-
-impl<'p> PunktParams<'p> {
-    /// Parses parameters from the four `punkt_tab` files' contents.
-    pub fn from_tab(abbrev: &'p str, colloc: &'p str, starters: &'p str, ortho: &'p str) -> Self {
-        let abbrev_types = tab_lines(abbrev).collect();
-        let sent_starters = tab_lines(starters).collect();
-        let collocations = tab_lines(colloc)
-            .filter_map(|l| l.split_once('\t'))
+impl PunktParams {
+    /// Builds parameters from the four `punkt_tab` files' contents, read as NLTK's
+    /// `PunktDecoder` reads them (one entry per line; a collocation line holds two types
+    /// separated by a tab, an orthographic-context line a type, a tab and an integer; other
+    /// lines could never match and are left out).
+    pub fn from_tab(abbrev: &str, colloc: &str, starters: &str, ortho: &str) -> Self {
+        let set = |text: &str| strtable::build(&text.lines().map(|l| (l, 0)).collect::<Vec<_>>());
+        let collocations: Vec<(&str, u32)> = colloc
+            .lines()
+            .filter(|l| l.matches('\t').count() == 1)
+            .map(|l| (l, 0))
             .collect();
-        // Sized up front: growing a 20,000-entry map rehashes it several times.
-        let mut ortho_context =
-            HashMap::with_capacity_and_hasher(ortho.matches('\n').count() + 1, FxBuild::default());
-        ortho_context.extend(
-            tab_lines(ortho)
-                .filter_map(|l| l.split_once('\t'))
-                .filter_map(|(a, b)| b.trim().parse::<u32>().ok().map(|n| (a, n))),
-        );
-        Self {
+        let ortho_context: Vec<(&str, u32)> = ortho
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter_map(|(a, b)| b.trim().parse::<u32>().ok().map(|n| (a, n)))
+            .collect();
+        let mut bytes = b"PKT1".to_vec();
+        bytes.extend(set(abbrev));
+        bytes.extend(strtable::build(&collocations));
+        bytes.extend(set(starters));
+        bytes.extend(strtable::build(&ortho_context));
+        Self::from_bytes(Cow::Owned(bytes)).expect("tables laid out here read back")
+    }
+
+    /// Reads "PKT1" and four tables in the `strtable` layout.
+    fn from_bytes(bytes: Cow<'static, [u8]>) -> Option<Self> {
+        let at = if bytes.starts_with(b"PKT1") {
+            4
+        } else {
+            return None;
+        };
+        let (abbrev_types, at) = StrTable::parse(&bytes, at)?;
+        let (collocations, at) = StrTable::parse(&bytes, at)?;
+        let (sent_starters, at) = StrTable::parse(&bytes, at)?;
+        let (ortho_context, at) = StrTable::parse(&bytes, at)?;
+        (at == bytes.len()).then_some(PunktParams {
+            bytes,
             abbrev_types,
             collocations,
             sent_starters,
             ortho_context,
-        }
+        })
     }
 
     /// NLTK's English parameters, embedded in the binary.
-    pub fn english() -> &'static PunktParams<'static> {
-        static ENGLISH: LazyLock<PunktParams<'static>> = LazyLock::new(|| {
-            PunktParams::from_tab(ABBREV_TYPES, COLLOCATIONS, SENT_STARTERS, ORTHO_CONTEXT)
+    pub fn english() -> &'static PunktParams {
+        static ENGLISH: LazyLock<PunktParams> = LazyLock::new(|| {
+            PunktParams::from_bytes(Cow::Borrowed(ENGLISH_TABLES))
+                .expect("embedded Punkt tables are well formed")
         });
         &ENGLISH
     }
 
+    fn is_abbrev(&self, typ: &str) -> bool {
+        self.abbrev_types.get(&self.bytes, typ).is_some()
+    }
+
+    fn is_sent_starter(&self, typ: &str) -> bool {
+        self.sent_starters.get(&self.bytes, typ).is_some()
+    }
+
+    fn is_collocation(&self, typ: &str, next: &str) -> bool {
+        self.collocations
+            .get_parts(&self.bytes, &[typ.as_bytes(), b"\t", next.as_bytes()])
+            .is_some()
+    }
+
     fn ortho(&self, typ: &str) -> u32 {
-        self.ortho_context.get(typ).copied().unwrap_or(0)
+        self.ortho_context.get(&self.bytes, typ).unwrap_or(0)
     }
 }
 
@@ -199,7 +230,7 @@ fn multi_char_at(s: &str) -> Option<usize> {
     loop {
         let mut it = s[pos..].chars();
         match (it.next(), it.next()) {
-            (Some('.'), Some(w)) if pystr::is_space(w) => {
+            (Some('.'), Some(w)) if pyregex::is_space(w) => {
                 pos += 1 + w.len_utf8();
                 ends.push(pos);
             }
@@ -225,14 +256,14 @@ fn word_ends_at(line: &str, j: usize) -> bool {
     let rest = &line[j..];
     let mut it = rest.chars();
     let Some(c) = it.next() else { return true };
-    if pystr::is_space(c) || is_non_word(c) || multi_char_at(rest).is_some() {
+    if pyregex::is_space(c) || is_non_word(c) || multi_char_at(rest).is_some() {
         return true;
     }
     if c == ',' {
         let after = &rest[1..];
         return match after.chars().next() {
             None => true,
-            Some(d) => pystr::is_space(d) || is_non_word(d) || multi_char_at(after).is_some(),
+            Some(d) => pyregex::is_space(d) || is_non_word(d) || multi_char_at(after).is_some(),
         };
     }
     false
@@ -251,7 +282,7 @@ fn word_tokenize(line: &str) -> Vec<&str> {
             i += n;
             continue;
         }
-        if pystr::is_space(c) {
+        if pyregex::is_space(c) {
             i += c.len_utf8();
             continue;
         }
@@ -284,14 +315,21 @@ struct Token<'a> {
     ellipsis: bool,
 }
 
-static RE_NUMERIC: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^-?[\.,]?\d[\d,\.-]*\.?$").expect("static numeric regex compiles")
-});
+/// `_RE_NUMERIC` = `^-?[\.,]?\d[\d,\.-]*\.?$` matched against a token's lowercase form (which
+/// holds no newline, so `$` is the end). Each optional prefix can only be taken when present:
+/// skipping it would leave a `-`, `.` or `,` for `\d`.
+fn is_numeric(s: &str) -> bool {
+    let s = s.strip_prefix('-').unwrap_or(s);
+    let s = s.strip_prefix(['.', ',']).unwrap_or(s);
+    let mut cs = s.chars();
+    cs.next().is_some_and(pyregex::is_digit)
+        && cs.all(|c| pyregex::is_digit(c) || matches!(c, ',' | '.' | '-'))
+}
 
 impl<'a> Token<'a> {
     fn new(tok: &'a str) -> Self {
         let lower = pystr::lower(tok);
-        let typ = if RE_NUMERIC.is_match(&lower) {
+        let typ = if is_numeric(&lower) {
             "##number##".to_owned()
         } else {
             lower
@@ -345,7 +383,7 @@ impl<'a> Token<'a> {
     fn is_initial(&self) -> bool {
         let mut it = self.tok.chars();
         match (it.next(), it.next(), it.next()) {
-            (Some(c), Some('.'), None) => pystr::is_word(c) && !pystr::is_digit(c),
+            (Some(c), Some('.'), None) => pyregex::is_alpha(c),
             _ => false,
         }
     }
@@ -371,7 +409,7 @@ fn first_pass(params: &PunktParams, t: &mut Token<'_>) {
     } else if t.period_final && !tok.ends_with("..") {
         let stem = pystr::lower(&tok[..tok.len() - 1]);
         let last = stem.rsplit('-').next().unwrap_or("");
-        if params.abbrev_types.contains(stem.as_str()) || params.abbrev_types.contains(last) {
+        if params.is_abbrev(&stem) || params.is_abbrev(last) {
             t.abbr = true;
         } else {
             t.sentbreak = true;
@@ -408,7 +446,7 @@ fn second_pass(params: &PunktParams, t1: &mut Token<'_>, t2: &Token<'_>) {
     let typ = t1.type_no_period().to_owned();
     let next_typ = t2.type_no_sentperiod();
     let is_initial = t1.is_initial();
-    if params.collocations.contains(&(typ.as_str(), next_typ)) {
+    if params.is_collocation(&typ, next_typ) {
         t1.sentbreak = false;
         t1.abbr = true;
         return;
@@ -418,7 +456,7 @@ fn second_pass(params: &PunktParams, t1: &mut Token<'_>, t2: &Token<'_>) {
             t1.sentbreak = true;
             return;
         }
-        if t2.first_upper() && params.sent_starters.contains(next_typ) {
+        if t2.first_upper() && params.is_sent_starter(next_typ) {
             t1.sentbreak = true;
             return;
         }
@@ -493,14 +531,14 @@ fn period_contexts(text: &str) -> Vec<EndMatch> {
                 after_end: end + d.len_utf8(),
                 next_start: None,
             });
-        } else if pystr::is_space(d) {
-            let ws = rest.len() - rest.trim_start_matches(pystr::is_space).len();
+        } else if pyregex::is_space(d) {
+            let ws = rest.len() - rest.trim_start_matches(pyregex::is_space).len();
             let tok_start = end + ws;
             let tail = &text[tok_start..];
             if tail.is_empty() {
                 continue;
             }
-            let tok_len = tail.find(pystr::is_space).unwrap_or(tail.len());
+            let tok_len = tail.find(pyregex::is_space).unwrap_or(tail.len());
             out.push(EndMatch {
                 start: i,
                 end,
@@ -584,8 +622,8 @@ fn boundary_realignment(s: &str) -> Option<(usize, usize)> {
             // After at least one closer: try the tail alternatives.
             match c {
                 None => return Some((k, k)),
-                Some(w) if pystr::is_space(w) => {
-                    let ws = s[k..].len() - s[k..].trim_start_matches(pystr::is_space).len();
+                Some(w) if pyregex::is_space(w) => {
+                    let ws = s[k..].len() - s[k..].trim_start_matches(pyregex::is_space).len();
                     return Some((k, k + ws));
                 }
                 Some(_) if s[k..].starts_with("--") => return Some((k, k)),
@@ -640,10 +678,50 @@ mod tests {
     fn params_load() {
         let p = PunktParams::english();
         assert_eq!(p.abbrev_types.len(), 156);
-        assert!(p.abbrev_types.contains("dr") && p.abbrev_types.contains("u.s"));
+        assert!(p.is_abbrev("dr") && p.is_abbrev("u.s") && !p.is_abbrev("e.g"));
         assert_eq!(p.collocations.len(), 37);
         assert_eq!(p.sent_starters.len(), 39);
         assert_eq!(p.ortho_context.len(), 20366);
+    }
+
+    /// The tables `build.rs` laid out say what the parameter files say, read at run time.
+    #[test]
+    fn embedded_tables_equal_the_files() {
+        let dir = |f: &str| {
+            std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("data/punkt_tab/english")
+                    .join(f),
+            )
+            .unwrap()
+        };
+        let (abbrev, colloc, starters, ortho) = (
+            dir("abbrev_types.txt"),
+            dir("collocations.tab"),
+            dir("sent_starters.txt"),
+            dir("ortho_context.tab"),
+        );
+        let parsed = PunktParams::from_tab(&abbrev, &colloc, &starters, &ortho);
+        let e = PunktParams::english();
+        assert_eq!(parsed.bytes.as_ref(), e.bytes.as_ref());
+        for l in abbrev.lines() {
+            assert!(e.is_abbrev(l), "{l:?}");
+        }
+        for l in starters.lines() {
+            assert!(
+                e.is_sent_starter(l) && !e.is_abbrev(&format!("{l}x")),
+                "{l:?}"
+            );
+        }
+        for l in colloc.lines() {
+            let (a, b) = l.split_once('\t').unwrap();
+            assert!(e.is_collocation(a, b) && !e.is_collocation(b, a), "{l:?}");
+        }
+        for l in ortho.lines() {
+            let (a, n) = l.split_once('\t').unwrap();
+            assert_eq!(e.ortho(a), n.parse::<u32>().unwrap(), "{l:?}");
+        }
+        assert_eq!(e.ortho("no-such-type-here"), 0);
     }
 
     #[test]
@@ -744,6 +822,61 @@ mod tests {
             sentences("\"Quote.\" 'Single.' (Paren.) [Bracket.] Done."),
             vec!["\"Quote.\"", "'Single.'", "(Paren.)", "[Bracket.]", "Done."]
         );
+    }
+
+    /// nltk 3.10.4 compiles Punkt's patterns with the Python `regex` module: combining marks
+    /// and joiners are letters (`[^\W\d]`), U+001C..U+001F are not whitespace (`\s`), though
+    /// `str.strip()` still removes them. Expected values are nltk 3.10.4's `sent_tokenize`.
+    #[test]
+    fn regex_module_classes() {
+        // A lone combining mark before the period is an initial in `regex` (not in `re`).
+        assert_eq!(
+            sentences("\u{301}. Next one. \u{301}x. Then."),
+            vec!["\u{301}.", "Next one.", "\u{301}x.", "Then."]
+        );
+        assert_eq!(
+            sentences("J\u{301}. Smith. A. Smith."),
+            vec!["J\u{301}.", "Smith.", "A. Smith."]
+        );
+        assert_eq!(
+            sentences("e\u{301}. Me\u{301}. Ok."),
+            vec!["e\u{301}.", "Me\u{301}.", "Ok."]
+        );
+        assert_eq!(
+            sentences("Ok\u{200d}. Next\u{200c}. Done."),
+            vec!["Ok\u{200d}.", "Next\u{200c}.", "Done."]
+        );
+        // U+001C..U+001F do not separate a period from the next token ...
+        assert_eq!(
+            sentences("IT'S\u{1c} OK. FINE\u{1d}. YES."),
+            vec!["IT'S\u{1c} OK. FINE\u{1d}.", "YES."]
+        );
+        assert_eq!(sentences("A.\u{1c}B. C."), vec!["A.\u{1c}B.", "C."]);
+        assert_eq!(
+            sentences("Wait . \u{1c}. Go."),
+            vec!["Wait .", "\u{1c}.", "Go."]
+        );
+        // ... nor end a closing quote's realignment ...
+        assert_eq!(
+            sentences("He said \"x.\"\u{1c} Then. \"Y.\" Z."),
+            vec!["He said \"x.", "\"\u{1c} Then.", "\"Y.\"", "Z."]
+        );
+        // ... but the last sentence is `rstrip()`ped of them.
+        assert_eq!(
+            sentences("tab\u{1f}. Sep\u{1e}. End"),
+            vec!["tab\u{1f}.", "Sep\u{1e}.", "End"]
+        );
+        // Non-ASCII decimal digits make number types; other Unicode spaces separate.
+        assert_eq!(
+            sentences("3.\u{661} 4.\u{663}. Ok."),
+            vec!["3.\u{661} 4.\u{663}.", "Ok."]
+        );
+        assert_eq!(
+            sentences("hello\u{a0}world.\u{2003}Next\u{3000}one."),
+            vec!["hello\u{a0}world.", "Next\u{3000}one."]
+        );
+        assert!(is_numeric("-.5") && is_numeric("\u{661}\u{662},3-4.") && is_numeric("5"));
+        assert!(!is_numeric("--5") && !is_numeric(".,5") && !is_numeric("5a") && !is_numeric(""));
     }
 
     #[test]

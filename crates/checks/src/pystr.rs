@@ -2,11 +2,14 @@
 //!
 //! The reference checks are Python: `str.strip()` strips Unicode whitespace (which in Python
 //! also includes the separators U+001C..U+001F), `str.isupper()`/`islower()` need at least one
-//! cased character and none of the other case, and the `re` module's `\w`, `\b` and `\s` are
-//! Unicode-aware with definitions that differ from the Rust `regex` crate's in small ways
-//! (Python's `\w` is letters, numbers and `_` — combining marks are *not* word characters).
-//! Every helper here names the Python behaviour it copies; regex fragments for the `regex`
-//! crate that match Python's classes are exported as constants.
+//! cased character and none of the other case, and the stdlib `re` module's `\w`, `\b` and
+//! `\s` are Unicode-aware with definitions that differ from the Rust `regex` crate's in small
+//! ways (stdlib `\w` is letters, numbers and `_` — combining marks are *not* word characters).
+//! These are the semantics of the IFEval checks' own patterns, which use the stdlib `re`.
+//! They are *not* those of nltk 3.10's tokenizers, which compile their patterns with the
+//! third-party `regex` module: see [`crate::pyregex`]. Every helper here names the Python
+//! behaviour it copies; regex fragments for the `regex` crate that match Python's classes are
+//! exported as constants.
 
 use std::sync::LazyLock;
 
@@ -120,20 +123,6 @@ pub fn is_boundary(s: &str, at: usize) -> bool {
     before != after
 }
 
-/// Number of `\w+` runs (what IFEval's `count_words` counts via NLTK's `RegexpTokenizer`).
-pub fn count_words(s: &str) -> usize {
-    let mut n = 0;
-    let mut in_word = false;
-    for c in s.chars() {
-        let w = is_word(c);
-        if w && !in_word {
-            n += 1;
-        }
-        in_word = w;
-    }
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,11 +147,6 @@ mod tests {
         // Python: re.findall(r'\w+', 'cafe\u0301 x\u00b2 \u2155 _a') == ['cafe', 'x²', '⅕', '_a']
         assert!(is_word('é') && is_word('²') && is_word('⅕') && is_word('_') && is_word('中'));
         assert!(!is_word('\u{301}') && !is_word('\u{93f}') && !is_word('-') && !is_word('\''));
-        assert_eq!(count_words("cafe\u{301} x\u{b2} \u{2155} _a"), 4);
-        assert_eq!(count_words("don't stop-me now"), 5);
-        assert_eq!(count_words(""), 0);
-        assert_eq!(count_words("  \n "), 0);
-        assert_eq!(count_words("中文没有空格"), 1);
     }
 
     #[test]

@@ -221,11 +221,12 @@ fn ten_megabyte_response_finishes_in_bounded_time() {
     assert!(start.elapsed() < budget * 4);
 }
 
-/// Compares language id, sentence splitting and word tokenization with Python's answers in
-/// the JSONL file named by `DEMORECON_PYTHON_ORACLE` (`{"text","lang","sentences","words"}`
-/// per line), written by `scripts/check-langdetect.py`.
+/// Compares language id, sentence splitting, word tokenization and IFEval's word count with
+/// Python's answers in the JSONL file named by `DEMORECON_PYTHON_ORACLE`
+/// (`{"text","lang","sentences","words","count_words"}` per line; a missing key is not
+/// compared), written by `scripts/check-langdetect.py` or `scripts/check-nltk-parity.py`.
 #[test]
-#[ignore = "needs Python's answers: run scripts/check-langdetect.py"]
+#[ignore = "needs Python's answers: run scripts/check-langdetect.py or check-nltk-parity.py"]
 fn python_oracle_parity() {
     let path = std::env::var("DEMORECON_PYTHON_ORACLE").expect("set DEMORECON_PYTHON_ORACLE");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -235,7 +236,7 @@ fn python_oracle_parity() {
         let t = row["text"].as_str().unwrap();
         n += 1;
         let lang = demorecon_checks::langid::detect(t).ok();
-        if row["lang"].as_str() != lang.as_deref() {
+        if row.get("lang").is_some() && row["lang"].as_str() != lang.as_deref() {
             bad.push(format!(
                 "lang {:?} vs python {} for {:?}",
                 lang,
@@ -246,15 +247,22 @@ fn python_oracle_parity() {
         let sents: Vec<&str> = demorecon_checks::punkt::sentences(t);
         if row["sentences"] != json!(sents) {
             bad.push(format!(
-                "sentences differ for {:?}",
-                t.chars().take(60).collect::<String>()
+                "sentences differ for {t:?}: {sents:?} vs python {}",
+                row["sentences"]
+            ));
+        }
+        let count = demorecon_checks::pyregex::count_words(t);
+        if row.get("count_words").is_some_and(|n| *n != json!(count)) {
+            bad.push(format!(
+                "count_words {count} vs python {} for {t:?}",
+                row["count_words"]
             ));
         }
         let words = demorecon_checks::treebank::word_tokenize(t);
         if row["words"] != json!(words) {
             bad.push(format!(
-                "words differ for {:?}",
-                t.chars().take(60).collect::<String>()
+                "words differ for {t:?}: {words:?} vs python {}",
+                row["words"]
             ));
         }
     }

@@ -7,13 +7,15 @@
 //! `DetectorFactory.seed` is set; we fix it at 0 so verdicts are reproducible), the same
 //! floating-point operations in the same order, CPython 3.11's left-to-right `sum()` and its
 //! Unicode 14 `str.isupper()` (the reference ran on 3.11.7). It follows the `langdetect` crate
-//! 0.1.0, a bit-exact port whose text clean-up (`langdetect::text`) we call directly, but reads
+//! 0.1.0, a bit-exact port, but does the text clean-up in `prepare` (the crate's answers
+//! without its URL/e-mail regexes or its normalisation table built on first use) and reads
 //! the 55 profiles from a flat table compiled into the binary by `build.rs` instead of
 //! building a heap row per n-gram at start-up (which cost ~60 ms and ~18 MB per process).
 //! The profiles are langdetect's, unchanged, in `data/langdetect` (Apache-2.0, see NOTICE).
 //! Parity with Python on every text in the shared IFEval data is checked by
 //! `scripts/check-langdetect.py`; a test compares with the crate's own detector.
 
+mod prepare;
 mod random;
 mod table;
 mod upper;
@@ -80,7 +82,7 @@ fn extract(p: &Profiles, text: &str, result: &mut Vec<u32>) {
     let mut len = 1usize;
     let mut capitalword = false;
     for raw in text.chars() {
-        let ch = text::normalize(raw);
+        let ch = prepare::normalize(raw);
         let last_upper = caps[len - 1];
         if grams[len - 1] == ' ' {
             grams[0] = ' ';
@@ -196,7 +198,7 @@ fn detect_block(p: &Profiles, text: &str, s: &mut Scratch) -> Result<Vec<f64>, D
                 for x in prob.iter_mut() {
                     *x /= total;
                 }
-                let maxp = prob.iter().fold(0.0f64, |m, &x| m.max(x));
+                let maxp = max_or_zero(&prob);
                 if maxp > CONV_THRESHOLD || i >= ITERATION_LIMIT {
                     break;
                 }
@@ -210,6 +212,21 @@ fn detect_block(p: &Profiles, text: &str, s: &mut Scratch) -> Result<Vec<f64>, D
     Ok(langprob)
 }
 
+/// The largest of `xs` and 0 (`f64::max` ignores NaN). Four running maxima instead of one
+/// chain: the maximum does not depend on the order of comparisons.
+#[inline]
+fn max_or_zero(xs: &[f64]) -> f64 {
+    let mut m = [0.0f64; 4];
+    let mut chunks = xs.chunks_exact(4);
+    for c in &mut chunks {
+        for (a, &x) in m.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(0.0f64, |a, &x| a.max(x));
+    m.iter().fold(tail, |a, &x| a.max(x))
+}
+
 /// `langdetect.detect(text)` with seed 0: the most probable language code (`en`, `zh-cn`, ...).
 pub fn detect(text: &str) -> Result<String, DetectError> {
     thread_local! {
@@ -217,7 +234,7 @@ pub fn detect(text: &str) -> Result<String, DetectError> {
     }
     let p = &*PROFILES;
     // `Detector.append` then `cleaning_text`.
-    let prepared = text::prepare(text, MAX_TEXT_LENGTH);
+    let prepared = prepare::prepare(text, MAX_TEXT_LENGTH);
     let cleaned = text::clean(&prepared);
     let text = cleaned.as_deref().unwrap_or(&prepared);
     let langprob = SCRATCH.with_borrow_mut(|s| detect_block(p, text, s))?;
@@ -251,6 +268,22 @@ mod tests {
             "de"
         );
         assert_eq!(detect("これは日本語の文章です。").unwrap(), "ja");
+    }
+
+    #[test]
+    fn max_or_zero_is_the_chain_maximum() {
+        let chain = |xs: &[f64]| xs.iter().fold(0.0f64, |m, &x| m.max(x));
+        let cases: [&[f64]; 6] = [
+            &[],
+            &[0.3],
+            &[0.1, 0.7, 0.2, 0.9, 0.05, 0.6, 0.3],
+            &[f64::NAN, 0.2, f64::NAN, 0.1, 0.4],
+            &[-1.0, -2.0],
+            &[0.5, 0.25, 0.125, 0.0625, 1.0],
+        ];
+        for xs in cases {
+            assert_eq!(max_or_zero(xs).to_bits(), chain(xs).to_bits(), "{xs:?}");
+        }
     }
 
     #[test]

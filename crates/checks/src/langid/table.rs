@@ -1,7 +1,8 @@
 //! The language profiles as one flat table built by `build.rs` and embedded in the binary:
 //! nothing is parsed or allocated to use it, and only the pages a detection reads are loaded.
-//! Lookups go through an open-addressing hash index laid out at build time; each n-gram's
-//! per-language counts sit in one contiguous run. See `build.rs` for the byte layout.
+//! Lookups probe an open-addressing array of the packed n-grams themselves laid out at build
+//! time (one cache miss per lookup); an n-gram's index is its slot, and its per-language
+//! counts sit in one contiguous run. See `build.rs` for the byte layout.
 
 static TABLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/langdetect-table.bin"));
 
@@ -15,13 +16,10 @@ pub(super) fn pack(chars: &[char]) -> u64 {
     k
 }
 
-/// The home slot and 15-bit fingerprint of a key (must equal `build.rs`'s `slot_of`). The
-/// fingerprint, kept in the slot's high bits, lets most probes of absent n-grams (the common
-/// case) end without reading the key array.
+/// The home slot of a key (must equal `build.rs`'s `slot_of`).
 #[inline]
-fn slot_of(key: u64, bits: u32) -> (usize, u32) {
-    let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((h >> (64 - bits)) as usize, ((h >> 8) & 0x7FFF) as u32)
+fn slot_of(key: u64, bits: u32) -> usize {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
 }
 
 #[inline]
@@ -46,18 +44,18 @@ pub(super) struct Profiles {
     starts: &'static [u8],
     counts: &'static [u8],
     lang_of: &'static [u8],
-    slots: &'static [u8],
     hash_bits: u32,
 }
 
 impl Profiles {
     pub(super) fn load() -> Profiles {
         let t = TABLE;
-        assert_eq!(&t[..4], b"LDT1", "embedded langdetect table");
+        assert_eq!(&t[..4], b"LDT2", "embedded langdetect table");
         let nlang = u32_at(t, 4) as usize;
-        let nkeys = u32_at(t, 8) as usize;
+        let nslots = u32_at(t, 8) as usize;
         let nentries = u32_at(t, 12) as usize;
         let hash_bits = u32_at(t, 16);
+        assert_eq!(nslots, 1 << hash_bits, "embedded langdetect table");
         let mut pos = 20;
         let mut langs = Vec::with_capacity(nlang);
         let mut n_words = Vec::with_capacity(nlang);
@@ -77,12 +75,11 @@ impl Profiles {
             pos += len;
             s
         };
-        let keys = take(8 * nkeys);
-        let starts = take(4 * (nkeys + 1));
+        let keys = take(8 * nslots);
+        let starts = take(4 * (nslots + 1));
         let counts = take(4 * nentries);
         let lang_of = take(nentries);
-        let _pad = take((4 - (nentries % 4)) % 4);
-        let slots = take(4 << hash_bits);
+        assert_eq!(pos, t.len(), "embedded langdetect table");
         Profiles {
             langs,
             n_words,
@@ -90,24 +87,22 @@ impl Profiles {
             starts,
             counts,
             lang_of,
-            slots,
             hash_bits,
         }
     }
 
-    /// The index of an n-gram that occurs in some profile.
+    /// The index (slot) of an n-gram that occurs in some profile.
     #[inline]
     pub(super) fn find(&self, key: u64) -> Option<u32> {
         let mask = (1usize << self.hash_bits) - 1;
-        let (mut s, fp) = slot_of(key, self.hash_bits);
+        let mut s = slot_of(key, self.hash_bits);
         loop {
-            let v = u32_at(self.slots, 4 * s);
-            if v == 0 {
-                return None;
+            let k = u64_at(self.keys, 8 * s);
+            if k == key {
+                return Some(s as u32);
             }
-            let index = (v & 0x1_FFFF) - 1;
-            if v >> 17 == fp && u64_at(self.keys, 8 * index as usize) == key {
-                return Some(index);
+            if k == 0 {
+                return None;
             }
             s = (s + 1) & mask;
         }
