@@ -1,24 +1,20 @@
-//! `demorecon run` and the one-stage commands over a run folder (`filter`, `decompose`,
-//! `vary`, `respond`, `verify`, `build`), plus `merge` for shards.
+//! `demorecon run`, the one-stage commands over a run folder (`filter`, `decompose`, `vary`,
+//! `respond`, `verify`, declared by the pipeline's graph), `build`, and `merge` for shards:
+//! flags in, calls to `demorecon_pipeline::run_folder`, the closing table out.
 //!
-//! Every command here does the same four things: open (or create) the run folder's state,
-//! make sure the seeds, options, prompts and models match what the folder was started with
-//! (a resumed run must be the same run), let the pipeline do what is missing, then rebuild
-//! the files and the manifest from the state and print the closing table.
+//! The run folder's lifecycle — ingest, the identity checks that make a resumed run the same
+//! run, execution, publishing, merging — is the pipeline crate's; this module only turns flags
+//! into its values and its results into output.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
-use clap::Args;
-use demorecon_data::{FieldMap, RunState, SeedFormat, read_seeds};
-use demorecon_io::write_atomic;
-use demorecon_pipeline::build::{self, BuildOptions, BuildReport};
-use demorecon_pipeline::manifest::closing_table;
-use demorecon_pipeline::runner::{self, Shard};
-use demorecon_pipeline::{Models, Options, PromptSet, Stage};
-use serde_json::{Value, json};
+use clap::{ArgMatches, Args, FromArgMatches, Subcommand};
+use demorecon_data::SeedFormat;
+use demorecon_pipeline::build::{BuildOptions, BuildReport};
+use demorecon_pipeline::manifest::{Invocation, closing_table};
+use demorecon_pipeline::run_folder::{self, RunFolder, SeedSource};
+use demorecon_pipeline::{GRAPH, Models, Options, PromptSet, Shard, ShardSpec, Stage, shard};
 
 use crate::context::{Context, RoleName};
 
@@ -61,8 +57,13 @@ pub struct StageArgs {
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub jobs: usize,
     /// Do only the seeds whose id hashes to I of N (combine shards with `demorecon merge`).
-    #[arg(long, value_name = "I/N")]
-    pub shard: Option<Shard>,
+    /// `auto`: the index from JOB_COMPLETION_INDEX (Kubernetes Indexed Job, with --shards) or
+    /// SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT (Slurm array).
+    #[arg(long, value_name = "I/N|auto")]
+    pub shard: Option<ShardSpec>,
+    /// How many shards there are, for --shard auto (a Kubernetes Job's completions).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub shards: Option<u32>,
     /// Make quarantined units again (e.g. after an endpoint outage).
     #[arg(long)]
     pub retry_quarantined: bool,
@@ -124,9 +125,53 @@ pub struct BuildCommandArgs {
     pub build: BuildArgs,
 }
 
+/// The one-stage commands, one per stage of the pipeline's graph.
+#[derive(Debug)]
+pub struct StageCommand {
+    pub through: Stage,
+    pub args: StageCommandArgs,
+}
+
+impl FromArgMatches for StageCommand {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let (name, sub) = matches
+            .subcommand()
+            .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::MissingSubcommand))?;
+        let through = Stage::from_command(name)
+            .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))?;
+        Ok(Self {
+            through,
+            args: StageCommandArgs::from_arg_matches(sub)?,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Subcommand for StageCommand {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        GRAPH.stages.iter().fold(cmd, |cmd, stage| {
+            let sub = StageCommandArgs::augment_args(clap::Command::new(stage.command));
+            cmd.subcommand(sub.about(stage.about))
+        })
+    }
+
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_subcommands(cmd)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        Stage::from_command(name).is_some()
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct MergeArgs {
-    /// Shard run folders (made with the same command and `--shard I/N`).
+    /// Shard run folders (made with the same command and `--shard`), or a quoted glob such as
+    /// 'runs/shard-*'. Every shard 0..N-1 must be there once, finished.
     #[arg(required = true, num_args = 1..)]
     pub runs: Vec<PathBuf>,
     /// The merged run folder.
@@ -136,92 +181,59 @@ pub struct MergeArgs {
     pub build: BuildArgs,
 }
 
-/// State keys that say what a run folder is.
-mod meta {
-    pub const SEEDS_PATH: &str = "seeds_path";
-    pub const SEEDS_DIGEST: &str = "seeds_blake3";
-    pub const BAD_SEEDS: &str = "bad_seeds";
-    pub const IDENTITY: &str = "identity";
-    pub const SHARD: &str = "shard";
+impl From<&SeedArgs> for SeedSource {
+    fn from(a: &SeedArgs) -> Self {
+        SeedSource {
+            format: a.format,
+            fields: a.fields.clone(),
+            skip_bad: a.skip_bad_seeds,
+        }
+    }
+}
+
+impl From<&BuildArgs> for BuildOptions {
+    fn from(a: &BuildArgs) -> Self {
+        BuildOptions {
+            keep_unverified: a.keep_unverified,
+            eval_seeds: a.eval_seeds,
+            split_seed: a.split_seed,
+            shard: None,
+        }
+    }
 }
 
 pub async fn run(args: RunArgs, ctx: &Context) -> anyhow::Result<()> {
-    let state = RunState::open(&args.out)?;
-    ingest(&state, &args.seeds, &args.read)?;
-    execute(
-        &args.out,
-        &state,
-        &args.stage,
-        &args.build,
-        Stage::Verify,
-        ctx,
-    )
-    .await
+    let folder = RunFolder::open(&args.out)?;
+    ingest(&folder, &args.seeds, &args.read)?;
+    execute(&folder, &args.stage, &args.build, Stage::Verify, ctx).await
 }
 
-pub async fn stage(args: StageCommandArgs, through: Stage, ctx: &Context) -> anyhow::Result<()> {
-    let state = match &args.seeds {
+pub async fn stage(cmd: StageCommand, ctx: &Context) -> anyhow::Result<()> {
+    let args = cmd.args;
+    let folder = match &args.seeds {
         Some(seeds) => {
-            let state = RunState::open(&args.run)?;
-            ingest(&state, seeds, &args.read)?;
-            state
+            let folder = RunFolder::open(&args.run)?;
+            ingest(&folder, seeds, &args.read)?;
+            folder
         }
-        None => RunState::open_existing(&args.run).map_err(|e| {
+        None => RunFolder::open_existing(&args.run).map_err(|e| {
             anyhow::anyhow!("{e}; or pass --seeds FILE to start it with this stage")
         })?,
     };
-    execute(&args.run, &state, &args.stage, &args.build, through, ctx).await
+    execute(&folder, &args.stage, &args.build, cmd.through, ctx).await
 }
 
 pub fn build_only(args: BuildCommandArgs, ctx: &Context) -> anyhow::Result<()> {
-    let state = RunState::open_existing(&args.run)?;
-    let shard = stored_shard(&state)?;
-    let report = publish(&args.run, &state, &args.build, shard, ctx, None)?;
+    let folder = RunFolder::open_existing(&args.run)?;
+    let report = folder.publish(&(&args.build).into(), &invocation(ctx, None))?;
     report_out(&report, &args.build, ctx);
     Ok(())
 }
 
 pub fn merge(args: MergeArgs, ctx: &Context) -> anyhow::Result<()> {
-    if args.out.join(demorecon_data::state::STATE_FILE).exists() {
-        bail!(
-            "{} already holds a run; merge into a new folder",
-            args.out.display()
-        );
-    }
-    let shards = args
-        .runs
-        .iter()
-        .map(|dir| RunState::open_existing(dir).map(|s| (dir, s)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (first_dir, first) = &shards[0];
-    let key = |s: &RunState, k: &str| s.meta(k).map(Option::unwrap_or_default);
-    for (dir, s) in &shards[1..] {
-        for k in [meta::SEEDS_DIGEST, meta::IDENTITY] {
-            if key(s, k)? != key(first, k)? {
-                bail!(
-                    "{} and {} were not made by the same command (their {k} differs)",
-                    first_dir.display(),
-                    dir.display()
-                );
-            }
-        }
-    }
-    let merged = RunState::open(&args.out)?;
-    merged.ingest(&first.seeds()?)?;
-    for k in [
-        meta::SEEDS_PATH,
-        meta::SEEDS_DIGEST,
-        meta::BAD_SEEDS,
-        meta::IDENTITY,
-    ] {
-        if let Some(v) = first.meta(k)? {
-            merged.set_meta(k, &v)?;
-        }
-    }
-    for (_, s) in &shards {
-        merged.absorb(s)?;
-    }
-    let report = publish(&args.out, &merged, &args.build, None, ctx, None)?;
+    let shards = run_folder::shard_folders(&args.runs)?;
+    let merged = run_folder::merge(&shards, &args.out)?;
+    let report = merged.publish(&(&args.build).into(), &invocation(ctx, None))?;
     eprintln!(
         "merged {} run folders into {}",
         shards.len(),
@@ -231,68 +243,28 @@ pub fn merge(args: MergeArgs, ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the seed file into a new run folder, or checks it is the file the folder was
-/// started from.
-fn ingest(state: &RunState, path: &Path, read: &SeedArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let digest = blake3::hash(&bytes).to_hex().to_string();
-    if let Some(stored) = state.meta(meta::SEEDS_DIGEST)? {
-        if stored != digest {
-            bail!(
-                "{} was started from another seed file ({}); its seeds cannot change — use a new run folder",
-                state.path().parent().unwrap_or(Path::new(".")).display(),
-                state.meta(meta::SEEDS_PATH)?.unwrap_or_default()
-            );
-        }
-        return Ok(());
+fn ingest(folder: &RunFolder, seeds: &std::path::Path, read: &SeedArgs) -> anyhow::Result<()> {
+    if let Some(note) = folder.ingest(seeds, &read.into())? {
+        eprintln!("{note}");
     }
-    let mut fields = FieldMap::default();
-    for f in &read.fields {
-        fields.set(f).map_err(anyhow::Error::msg)?;
-    }
-    let set = read_seeds(path, read.format, &fields, read.skip_bad_seeds)?;
-    let bad: Vec<Value> = set
-        .bad
-        .iter()
-        .map(|b| {
-            json!({
-                "unit": format!("{}:{}", path.display(), b.line),
-                "seed_id": Value::Null,
-                "stage": "read",
-                "kind": "bad_seed",
-                "reason": b.reason,
-                "raw": b.raw,
-                "calls": [],
-            })
-        })
-        .collect();
-    if !set.bad.is_empty() {
-        eprintln!(
-            "{}: {} unreadable record(s) set aside in quarantine.jsonl (first: line {}: {})",
-            path.display(),
-            set.bad.len(),
-            set.bad[0].line,
-            set.bad[0].reason
-        );
-    }
-    state.ingest(&set.seeds)?;
-    state.set_meta(meta::BAD_SEEDS, &serde_json::to_string(&bad)?)?;
-    state.set_meta(meta::SEEDS_PATH, &path.display().to_string())?;
-    // The digest last: a folder with a digest has its seeds.
-    state.set_meta(meta::SEEDS_DIGEST, &digest)?;
     Ok(())
 }
 
-fn stored_shard(state: &RunState) -> anyhow::Result<Option<Shard>> {
-    Ok(match state.meta(meta::SHARD)? {
-        Some(s) if !s.is_empty() => Some(s.parse().map_err(anyhow::Error::msg)?),
-        _ => None,
+fn models(ctx: &Context) -> anyhow::Result<Models> {
+    Ok(Models {
+        generator: ctx.model_for(RoleName::Generator, None)?,
+        responder: ctx.model_for(RoleName::Responder, None)?,
+        judge: ctx.model_for(RoleName::Judge, None)?,
     })
 }
 
+/// `--shard`/`--shards` against this process's environment.
+fn shard_of(args: &StageArgs) -> anyhow::Result<Option<Shard>> {
+    shard::resolve(args.shard, args.shards, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)
+}
+
 async fn execute(
-    dir: &Path,
-    state: &RunState,
+    folder: &RunFolder,
     args: &StageArgs,
     build_args: &BuildArgs,
     through: Stage,
@@ -303,11 +275,8 @@ async fn execute(
         Some(dir) => PromptSet::with_overrides(dir)?,
         None => PromptSet::builtin(),
     };
-    let models = Models {
-        generator: ctx.model_for(RoleName::Generator, None)?,
-        responder: ctx.model_for(RoleName::Responder, None)?,
-        judge: ctx.model_for(RoleName::Judge, None)?,
-    };
+    let models = models(ctx)?;
+    let shard = shard_of(args)?;
     let opts = Options {
         through,
         regenerate_seed_responses: args.regenerate_seed_responses,
@@ -315,171 +284,30 @@ async fn execute(
         response_max_tokens: args.response_max_tokens,
         response_temperature: args.response_temperature,
         jobs: args.jobs,
-        shard: args.shard,
+        shard,
         progress: true,
     };
-    // What makes the data: it must not change under a resumed run.
-    let identity = json!({
-        "options": opts,
-        "prompts": prompts.versions_of(&demorecon_judge::prompts::PIPELINE_FILES),
-        "models": {
-            "generator": models.generator.identity(),
-            "responder": models.responder.identity(),
-            "judge": models.judge.identity(),
-        },
-    });
-    let identity_text = serde_json::to_string(&identity)?;
-    match state.meta(meta::IDENTITY)? {
-        Some(stored) if stored != identity_text => {
-            let stored: Value = serde_json::from_str(&stored).unwrap_or(Value::Null);
-            bail!(
-                "{} was made with other settings: {}. Rerun with the same flags, prompts and models, or use a new run folder",
-                dir.display(),
-                differences(&stored, &identity).join("; ")
-            );
-        }
-        Some(_) => {}
-        None => state.set_meta(meta::IDENTITY, &identity_text)?,
-    }
-    let shard_text = args.shard.map(|s| format!("{}/{}", s.index, s.count));
-    match (state.meta(meta::SHARD)?, &shard_text) {
-        (None, Some(s)) => state.set_meta(meta::SHARD, s)?,
-        (None, None) => state.set_meta(meta::SHARD, "")?,
-        (Some(stored), _) if stored != shard_text.clone().unwrap_or_default() => bail!(
-            "{} is shard {:?}; rerun it with the same --shard",
-            dir.display(),
-            stored
-        ),
-        _ => {}
-    }
+    folder.claim(&run_folder::identity(&opts, &prompts, &models), shard)?;
     if args.retry_quarantined {
-        let again = quarantined_units(state)?;
-        let n = state.remove(&again)?;
+        let n = folder.retry_quarantined()?;
         eprintln!("retrying {n} quarantined unit(s)");
     }
-
-    let result = runner::execute(state, &models, &prompts, &opts).await;
+    let result = folder.execute(&models, &prompts, &opts).await;
     // Publish whatever is done, also when the run stopped early: nothing done is lost.
-    let report = publish(dir, state, build_args, args.shard, ctx, Some(started))?;
+    let report = folder.publish(&build_args.into(), &invocation(ctx, Some(started)))?;
     report_out(&report, build_args, ctx);
     result.map_err(|e| {
         anyhow::anyhow!("{e} (finished work is kept; rerun the same command to continue)")
     })
 }
 
-/// Paths where two JSON values differ, for the "other settings" error.
-fn differences(old: &Value, new: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
-        match (a, b) {
-            (Value::Object(x), Value::Object(y)) => {
-                for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
-                    let (va, vb) = (
-                        x.get(k).unwrap_or(&Value::Null),
-                        y.get(k).unwrap_or(&Value::Null),
-                    );
-                    walk(
-                        &format!("{path}{}{k}", if path.is_empty() { "" } else { "." }),
-                        va,
-                        vb,
-                        out,
-                    );
-                }
-            }
-            _ if a != b => out.push(format!("{path} was {a}, now {b}")),
-            _ => {}
-        }
+fn invocation(ctx: &Context, started: Option<Instant>) -> Invocation<'_> {
+    Invocation {
+        command: std::env::args().collect(),
+        prices: ctx.prices(),
+        cache: ctx.cache_counts(),
+        started,
     }
-    walk("", old, new, &mut out);
-    out
-}
-
-fn quarantined_units(state: &RunState) -> anyhow::Result<Vec<(String, String)>> {
-    Ok(state
-        .all_results()?
-        .into_iter()
-        .filter(|(_, _, v)| v["status"] == "quarantined")
-        .map(|(u, s, _)| (u, s))
-        .collect())
-}
-
-fn publish(
-    dir: &Path,
-    state: &RunState,
-    args: &BuildArgs,
-    shard: Option<Shard>,
-    ctx: &Context,
-    started: Option<Instant>,
-) -> anyhow::Result<BuildReport> {
-    let bad: Vec<Value> = match state.meta(meta::BAD_SEEDS)? {
-        Some(text) => serde_json::from_str(&text)?,
-        None => Vec::new(),
-    };
-    let opts = BuildOptions {
-        keep_unverified: args.keep_unverified,
-        eval_seeds: args.eval_seeds,
-        split_seed: args.split_seed,
-        shard,
-    };
-    let report = build::publish(dir, state, &opts, &bad)?;
-    report
-        .counts
-        .add_up()
-        .map_err(|e| anyhow::anyhow!("internal error: the run's counts do not add up: {e}"))?;
-    let mut usage = BTreeMap::new();
-    let mut total_cost = 0.0;
-    for (stage, models) in &report.usage {
-        let mut per_model = serde_json::Map::new();
-        for (model, u) in models {
-            let cost = ctx
-                .prices()
-                .price(model)
-                .map_or(0.0, |p| p.cost(u.prompt_tokens, u.completion_tokens));
-            total_cost += cost;
-            per_model.insert(
-                model.clone(),
-                json!({
-                    "calls": u.calls,
-                    "prompt_tokens": u.prompt_tokens,
-                    "completion_tokens": u.completion_tokens,
-                    "cost_usd": cost,
-                }),
-            );
-        }
-        usage.insert(stage.clone(), Value::Object(per_model));
-    }
-    let counts = ctx.cache_counts();
-    let identity: Value = state
-        .meta(meta::IDENTITY)?
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
-    let manifest = json!({
-        "tool": {"name": "demorecon", "version": env!("CARGO_PKG_VERSION")},
-        "command": std::env::args().collect::<Vec<_>>(),
-        "input": {
-            "seeds": state.meta(meta::SEEDS_PATH)?,
-            "seeds_blake3": state.meta(meta::SEEDS_DIGEST)?,
-        },
-        "shard": shard.map(|s| format!("{}/{}", s.index, s.count)),
-        "options": identity.get("options"),
-        "build": opts,
-        "prompts": identity.get("prompts"),
-        "models": identity.get("models"),
-        "counts": report.counts,
-        "usage_by_stage": usage,
-        "cost_usd": total_cost,
-        "files": report.files,
-        "this_invocation": {
-            "cache_hits": counts.hits,
-            "cache_misses": counts.misses,
-            "seconds": started.map(|s| s.elapsed().as_secs_f64()),
-        },
-    });
-    let mut text = serde_json::to_string_pretty(&manifest)?;
-    text.push('\n');
-    write_atomic(&dir.join("manifest.json"), text.as_bytes())
-        .with_context(|| format!("writing {}", dir.join("manifest.json").display()))?;
-    Ok(report)
 }
 
 fn report_out(report: &BuildReport, args: &BuildArgs, ctx: &Context) {

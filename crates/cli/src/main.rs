@@ -13,7 +13,6 @@ mod cmd_train;
 mod context;
 
 use clap::{Parser, Subcommand};
-use demorecon_pipeline::Stage;
 
 #[derive(Parser)]
 #[command(
@@ -35,19 +34,12 @@ enum Command {
     /// The whole DeMoRecon pipeline: filter → decompose → vary → respond (FGIV-A and FGIV-R) →
     /// verify → build datasets. An existing run folder is resumed.
     Run(cmd_run::RunArgs),
-    /// Stage 1 over a run folder: keep seeds that can be answered as written.
-    Filter(cmd_run::StageCommandArgs),
-    /// Through stage 2: facts and sub-instructions of each seed.
-    Decompose(cmd_run::StageCommandArgs),
-    /// Through stage 3: one minimally edited variant per sub-instruction.
-    Vary(cmd_run::StageCommandArgs),
-    /// Through stage 4: seed responses, FGIV-A and FGIV-R.
-    Respond(cmd_run::StageCommandArgs),
-    /// Through stage 5: check each pair (code checks, else the judge).
-    Verify(cmd_run::StageCommandArgs),
+    // `filter`, `decompose`, `vary`, `respond`, `verify`: one per stage of the pipeline's graph.
+    #[command(flatten)]
+    Stage(cmd_run::StageCommand),
     /// Rebuild a run folder's files and datasets from its state.
     Build(cmd_run::BuildCommandArgs),
-    /// Merge shard run folders (`--shard I/N`) into one.
+    /// Merge the run folders of every shard (`--shard`; folders or a glob) into one.
     Merge(cmd_run::MergeArgs),
     /// Send one prompt to a model and stream the answer.
     Chat(cmd_chat::ChatArgs),
@@ -64,7 +56,7 @@ enum Command {
     /// Manage the embedded model (fetch, path).
     #[command(subcommand)]
     Model(cmd_model::ModelCommand),
-    /// Inspect the call cache.
+    /// Inspect the call cache; merge cache files (one per shard) into one.
     #[command(subcommand)]
     Cache(cmd_cache::CacheCommand),
 }
@@ -86,11 +78,7 @@ fn main() -> std::process::ExitCode {
         let ctx = context::Context::new(cli.global)?;
         let result = match cli.command {
             Command::Run(args) => cmd_run::run(args, &ctx).await,
-            Command::Filter(args) => cmd_run::stage(args, Stage::Filter, &ctx).await,
-            Command::Decompose(args) => cmd_run::stage(args, Stage::Decompose, &ctx).await,
-            Command::Vary(args) => cmd_run::stage(args, Stage::Vary, &ctx).await,
-            Command::Respond(args) => cmd_run::stage(args, Stage::Respond, &ctx).await,
-            Command::Verify(args) => cmd_run::stage(args, Stage::Verify, &ctx).await,
+            Command::Stage(cmd) => cmd_run::stage(cmd, &ctx).await,
             Command::Build(args) => cmd_run::build_only(args, &ctx),
             Command::Merge(args) => cmd_run::merge(args, &ctx),
             Command::Chat(args) => cmd_chat::run(args, &ctx).await,

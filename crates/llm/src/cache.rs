@@ -254,6 +254,182 @@ impl ChatModel for CachedModel {
     }
 }
 
+/// What [`CallCache::absorb`] did with one cache file.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct MergeReport {
+    /// Answers copied in.
+    pub copied: u64,
+    /// Answers this cache already held, identical.
+    pub already: u64,
+    /// Keys this cache already held with a different answer (this cache's answer is kept).
+    pub conflicts: Vec<String>,
+}
+
+impl MergeReport {
+    fn add(&mut self, other: MergeReport) {
+        self.copied += other.copied;
+        self.already += other.already;
+        self.conflicts.extend(other.conflicts);
+    }
+}
+
+impl CallCache {
+    /// Copies every answer of the cache file `other` into this one, in one transaction. A key
+    /// both hold must hold the same answer; one that does not is a conflict, reported, and this
+    /// cache's answer is kept. Absorbing a file twice changes nothing. This is how per-shard
+    /// cache files (one per process, since SQLite on network filesystems is unsafe to share)
+    /// become one cache.
+    pub fn absorb(&self, other: &Path) -> Result<MergeReport, LlmError> {
+        if !other.is_file() {
+            return Err(LlmError::Cache(format!(
+                "{}: no such cache file",
+                other.display()
+            )));
+        }
+        let err = |e: rusqlite::Error| db_err(other, e);
+        let mut conn = self.lock();
+        conn.execute(
+            "ATTACH DATABASE ?1 AS src",
+            params![other.to_string_lossy()],
+        )
+        .map_err(err)?;
+        let result = absorb_attached(&mut conn).map_err(err);
+        conn.execute_batch("DETACH DATABASE src").map_err(err)?;
+        result
+    }
+}
+
+/// The body of [`CallCache::absorb`], with the other file attached as `src`.
+fn absorb_attached(conn: &mut Connection) -> Result<MergeReport, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mut report = MergeReport::default();
+    {
+        let mut both = tx.prepare(
+            "SELECT o.key, o.response, m.response FROM src.calls o
+             JOIN main.calls m ON m.key = o.key ORDER BY o.key",
+        )?;
+        let rows = both.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (key, theirs, ours) = row?;
+            if same_answer(&theirs, &ours) {
+                report.already += 1;
+            } else {
+                report.conflicts.push(key);
+            }
+        }
+    }
+    report.copied = tx.execute(
+        "INSERT OR IGNORE INTO main.calls (key, backend, model, request, response, created_unix)
+         SELECT key, backend, model, request, response, created_unix FROM src.calls",
+        [],
+    )? as u64;
+    tx.commit()?;
+    Ok(report)
+}
+
+/// Two stored answers are the same if their text is, or failing that their JSON.
+fn same_answer(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (
+                serde_json::from_str::<serde_json::Value>(a),
+                serde_json::from_str::<serde_json::Value>(b),
+            ),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
+/// Merges the cache files `inputs` into `out` (created if needed; an input that is `out`
+/// itself is skipped). Conflicts are reported, not fatal: see [`CallCache::absorb`].
+pub fn merge_files(out: &Path, inputs: &[PathBuf]) -> Result<MergeReport, LlmError> {
+    let cache = CallCache::open(out, CacheMode::ReadWrite)?;
+    let own = out.canonicalize().ok();
+    let mut report = MergeReport::default();
+    for input in inputs {
+        if input.canonicalize().ok() == own {
+            continue;
+        }
+        report.add(cache.absorb(input)?);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+    use crate::{FinishReason, Message, Usage};
+
+    fn answer(text: &str) -> ChatResponse {
+        ChatResponse {
+            text: text.into(),
+            finish_reason: FinishReason::Stop,
+            usage: Usage::default(),
+            model: "m".into(),
+            cached: false,
+        }
+    }
+
+    fn put(cache: &CallCache, prompt: &str, text: &str) -> String {
+        let identity = BackendIdentity {
+            kind: "openai".into(),
+            model: "m".into(),
+            detail: String::new(),
+        };
+        let req = ChatRequest::new(vec![Message::user(prompt)]);
+        let key = request_key(&identity, &req);
+        cache.put(&key, &identity, &req, &answer(text)).unwrap();
+        key
+    }
+
+    #[test]
+    fn merge_copies_everything_once_and_reports_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, all) = (
+            dir.path().join("a.sqlite"),
+            dir.path().join("b.sqlite"),
+            dir.path().join("all.sqlite"),
+        );
+        let (ca, cb) = (
+            CallCache::open(&a, CacheMode::ReadWrite).unwrap(),
+            CallCache::open(&b, CacheMode::ReadWrite).unwrap(),
+        );
+        let k1 = put(&ca, "one", "1");
+        put(&cb, "two", "2");
+        put(&ca, "both", "same");
+        put(&cb, "both", "same");
+        let inputs = [a.clone(), b.clone()];
+        let first = merge_files(&all, &inputs).unwrap();
+        assert_eq!((first.copied, first.already), (3, 1));
+        assert!(first.conflicts.is_empty());
+        let again = merge_files(&all, &inputs).unwrap();
+        assert_eq!((again.copied, again.already), (0, 4), "idempotent");
+        let merged = CallCache::open(&all, CacheMode::ReadWrite).unwrap();
+        assert_eq!(merged.len().unwrap(), 3);
+        assert_eq!(merged.get(&k1).unwrap().unwrap().text, "1");
+
+        let c = dir.path().join("c.sqlite");
+        let cc = CallCache::open(&c, CacheMode::ReadWrite).unwrap();
+        let clash = put(&cc, "one", "not 1");
+        put(&cc, "three", "3");
+        let report = merge_files(&all, &[c]).unwrap();
+        assert_eq!(report.conflicts, std::slice::from_ref(&clash));
+        assert_eq!(report.copied, 1, "the rest is still merged");
+        assert_eq!(merged.get(&clash).unwrap().unwrap().text, "1", "first kept");
+        let missing = merge_files(&all, &[dir.path().join("nope.sqlite")]).unwrap_err();
+        assert!(
+            missing.to_string().contains("no such cache file"),
+            "{missing}"
+        );
+        assert!(!dir.path().join("nope.sqlite").exists());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

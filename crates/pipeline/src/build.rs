@@ -20,14 +20,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::ask::PipelineError;
+use crate::graph::{
+    DECOMPOSE, FGIV_A, FGIV_R, FILTER, SEED_RESPONSE, Step, Typed, Unit, VARY, VERIFY,
+};
 use crate::manifest::Counts;
 use crate::records::{
-    CallRecord, Decomposition, FilterResult, Outcome, ResponseRecord, Variant, Verdict, stage,
+    CallRecord, Calls, Decomposition, FilterResult, Outcome, Quarantine, ResponseRecord, Variant,
+    Verdict,
 };
-use crate::runner::Shard;
+use crate::shard::Shard;
 
-/// Every data file of a run folder, relative to it (the manifest and state aside). All are
-/// written on every build, empty or not.
+/// Every data file of a run folder, relative to it (the manifest and state aside): the seeds,
+/// each step's file ([`crate::graph::step_files`], in graph order), quarantine, then the
+/// datasets. All are written on every build, empty or not.
 pub const DATA_FILES: [&str; 13] = [
     "seeds.jsonl",
     "filter.jsonl",
@@ -115,8 +120,9 @@ pub struct StageUsage {
 fn read<T: DeserializeOwned>(
     state: &RunState,
     unit: &str,
-    stage: &str,
+    step: Typed<T>,
 ) -> Result<Option<Outcome<T>>, PipelineError> {
+    let stage = step.name;
     state
         .get(unit, stage)?
         .map(|v| {
@@ -142,7 +148,7 @@ pub fn seeds_in_scope(state: &RunState, shard: Option<Shard>) -> Result<Vec<Seed
 /// does not grow with the run.
 pub fn load_seed(state: &RunState, seed: Seed) -> Result<SeedView, PipelineError> {
     let id = seed.id.clone();
-    let decomposition: Option<Outcome<Decomposition>> = read(state, &id, stage::DECOMPOSE)?;
+    let decomposition: Option<Outcome<Decomposition>> = read(state, &id, DECOMPOSE)?;
     let n = decomposition
         .as_ref()
         .and_then(Outcome::done)
@@ -151,16 +157,16 @@ pub fn load_seed(state: &RunState, seed: Seed) -> Result<SeedView, PipelineError
     for k in 0..n {
         let vid = variant_id(&id, k);
         variants.push(VariantView {
-            variant: read(state, &vid, stage::VARY)?,
-            fgiv_a: read(state, &vid, stage::FGIV_A)?,
-            fgiv_r: read(state, &vid, stage::FGIV_R)?,
-            verdict: read(state, &vid, stage::VERIFY)?,
+            variant: read(state, &vid, VARY)?,
+            fgiv_a: read(state, &vid, FGIV_A)?,
+            fgiv_r: read(state, &vid, FGIV_R)?,
+            verdict: read(state, &vid, VERIFY)?,
             id: vid,
         });
     }
     Ok(SeedView {
-        filter: read(state, &id, stage::FILTER)?,
-        seed_response: read(state, &id, stage::SEED_RESPONSE)?,
+        filter: read(state, &id, FILTER)?,
+        seed_response: read(state, &id, SEED_RESPONSE)?,
         decomposition,
         variants,
         seed,
@@ -171,14 +177,14 @@ pub fn load_seed(state: &RunState, seed: Seed) -> Result<SeedView, PipelineError
 /// sub-instructions, all 4 variants valid): read from its decomposition and variants only,
 /// since choosing the split needs nothing else.
 fn eval_facts(state: &RunState, seed_id: &str) -> Result<(bool, bool), PipelineError> {
-    let Some(Outcome::Done(d)) = read::<Decomposition>(state, seed_id, stage::DECOMPOSE)? else {
+    let Some(Outcome::Done(d)) = read(state, seed_id, DECOMPOSE)? else {
         return Ok((false, false));
     };
     if d.sub_instructions.len() != 4 {
         return Ok((true, false));
     }
     for k in 0..4 {
-        let v: Option<Outcome<Variant>> = read(state, &variant_id(seed_id, k), stage::VARY)?;
+        let v: Option<Outcome<Variant>> = read(state, &variant_id(seed_id, k), VARY)?;
         if !v.as_ref().and_then(Outcome::done).is_some_and(|v| v.valid) {
             return Ok((true, false));
         }
@@ -217,24 +223,24 @@ pub fn eval_seed_ids(
 /// The data files being written: rows go straight to temporary files that replace the old
 /// ones on commit, so a build holds one seed in memory, not the run.
 struct Outputs {
-    files: BTreeMap<&'static str, (&'static str, AtomicJsonl)>,
+    files: BTreeMap<&'static str, AtomicJsonl>,
 }
 
 impl Outputs {
     fn create(dir: &Path) -> Result<Self, PipelineError> {
         let mut files = BTreeMap::new();
         for path in DATA_FILES {
-            let name = path.rsplit('/').next().expect("a name");
             let writer = AtomicJsonl::create(&dir.join(path)).map_err(|e| {
                 PipelineError::Other(format!("writing {}: {e}", dir.join(path).display()))
             })?;
-            files.insert(name, (path, writer));
+            files.insert(path, writer);
         }
         Ok(Self { files })
     }
 
-    fn add(&mut self, name: &str, row: Value) -> Result<(), PipelineError> {
-        let (path, writer) = self.files.get_mut(name).expect("a known data file");
+    /// Appends a row to `path` (one of [`DATA_FILES`]).
+    fn add(&mut self, path: &str, row: Value) -> Result<(), PipelineError> {
+        let writer = self.files.get_mut(path).expect("a known data file");
         writer
             .push(&row)
             .map_err(|e| PipelineError::Other(format!("writing {path}: {e}")))
@@ -242,7 +248,7 @@ impl Outputs {
 
     fn commit(self) -> Result<BTreeMap<String, usize>, PipelineError> {
         let mut written = BTreeMap::new();
-        for (_, (path, writer)) in self.files {
+        for (path, writer) in self.files {
             let rows = writer
                 .commit()
                 .map_err(|e| PipelineError::Other(format!("writing {path}: {e}")))?;
@@ -304,19 +310,7 @@ pub fn publish(
     counts.fgiv_eval_seeds = eval_ids.len();
 
     let mut files = Outputs::create(dir)?;
-    let mut usage: BTreeMap<String, BTreeMap<String, StageUsage>> = BTreeMap::new();
-    let mut tally = |stage: &str, calls: &[CallRecord]| {
-        for c in calls {
-            let u = usage
-                .entry(stage.to_owned())
-                .or_default()
-                .entry(c.model.clone())
-                .or_default();
-            u.calls += 1;
-            u.prompt_tokens += c.prompt_tokens;
-            u.completion_tokens += c.completion_tokens;
-        }
-    };
+    let mut usage = Usage::new();
     for row in bad_seeds {
         files.add("quarantine.jsonl", row.clone())?;
     }
@@ -330,73 +324,22 @@ pub fn publish(
             "seeds.jsonl",
             serde_json::to_value(&view.seed).expect("seeds serialise"),
         )?;
-        let quarantine = |unit: &str, stage: &str, q: &crate::records::Quarantine| {
-            push_quarantine(unit, seed_id, stage, q)
+        let mut rows = SeedRows {
+            files: &mut files,
+            usage: &mut usage,
+            seed_id,
+            quarantined: Vec::new(),
         };
-        let mut quarantined = Vec::new();
-        if let Some(f) = &view.filter {
-            push_calls(&mut tally, stage::FILTER, f, |r| &r.calls);
-            if let Outcome::Quarantined(q) = f {
-                quarantined.push(quarantine(seed_id, stage::FILTER, q));
-            }
-            files.add("filter.jsonl", status_row(("seed_id", seed_id), f))?;
-        }
-        if let Some(d) = &view.decomposition {
-            push_calls(&mut tally, stage::DECOMPOSE, d, |r| &r.calls);
-            if let Outcome::Quarantined(q) = d {
-                quarantined.push(quarantine(seed_id, stage::DECOMPOSE, q));
-            }
-            files.add("decompositions.jsonl", status_row(("seed_id", seed_id), d))?;
-        }
-        if let Some(r) = &view.seed_response {
-            push_calls(&mut tally, stage::SEED_RESPONSE, r, |r| &r.calls);
-            if let Outcome::Quarantined(q) = r {
-                quarantined.push(quarantine(seed_id, stage::SEED_RESPONSE, q));
-            }
-            let mut row = status_row(("unit", seed_id), r);
-            row["seed_id"] = json!(seed_id);
-            row["kind"] = json!("seed");
-            files.add("responses.jsonl", row)?;
-        }
+        rows.record(&FILTER, seed_id, view.filter.as_ref())?;
+        rows.record(&DECOMPOSE, seed_id, view.decomposition.as_ref())?;
+        rows.record(&SEED_RESPONSE, seed_id, view.seed_response.as_ref())?;
         for v in &view.variants {
-            if let Some(o) = &v.variant {
-                push_calls(&mut tally, stage::VARY, o, |r| &r.calls);
-                if let Outcome::Quarantined(q) = o {
-                    quarantined.push(quarantine(&v.id, stage::VARY, q));
-                }
-                let mut row = status_row(("variant_id", &v.id), o);
-                row["seed_id"] = json!(seed_id);
-                files.add("variants.jsonl", row)?;
-            }
-            for (kind, st, o) in [
-                ("fgiv_a", stage::FGIV_A, &v.fgiv_a),
-                ("fgiv_r", stage::FGIV_R, &v.fgiv_r),
-            ] {
-                if let Some(o) = o {
-                    push_calls(&mut tally, st, o, |r| &r.calls);
-                    if let Outcome::Quarantined(q) = o {
-                        quarantined.push(quarantine(&v.id, st, q));
-                    }
-                    let mut row = status_row(("unit", &v.id), o);
-                    row["seed_id"] = json!(seed_id);
-                    row["variant_id"] = json!(v.id);
-                    row["kind"] = json!(kind);
-                    files.add("responses.jsonl", row)?;
-                }
-            }
-            if let Some(o) = &v.verdict {
-                push_calls(&mut tally, stage::VERIFY, o, |r| &r.calls);
-                if let Outcome::Quarantined(q) = o {
-                    quarantined.push(quarantine(&v.id, stage::VERIFY, q));
-                }
-                let mut row = status_row(("variant_id", &v.id), o);
-                row["seed_id"] = json!(seed_id);
-                files.add("verdicts.jsonl", row)?;
-            }
+            rows.record(&VARY, &v.id, v.variant.as_ref())?;
+            rows.record(&FGIV_A, &v.id, v.fgiv_a.as_ref())?;
+            rows.record(&FGIV_R, &v.id, v.fgiv_r.as_ref())?;
+            rows.record(&VERIFY, &v.id, v.verdict.as_ref())?;
         }
-        for row in quarantined {
-            files.add("quarantine.jsonl", row)?;
-        }
+        rows.finish()?;
 
         // Training and evaluation data.
         let Some(seed_response) = view.response() else {
@@ -407,7 +350,10 @@ pub fn publish(
             eval_rows(view, &mut files)?;
             continue;
         }
-        for (name, kind) in [("sft_fgiv_a.jsonl", "a"), ("sft_fgiv_r.jsonl", "r")] {
+        for (name, kind) in [
+            ("datasets/sft_fgiv_a.jsonl", "a"),
+            ("datasets/sft_fgiv_r.jsonl", "r"),
+        ] {
             files.add(name, sft_row(&prompt, &seed_response.text, seed_id, None))?;
             for v in &view.variants {
                 if let Some((variant, response)) = pair(v, kind, opts.keep_unverified) {
@@ -418,7 +364,10 @@ pub fn publish(
                 }
             }
         }
-        for (name, kind) in [("dpo_fgiv_a.jsonl", "a"), ("dpo_fgiv_r.jsonl", "r")] {
+        for (name, kind) in [
+            ("datasets/dpo_fgiv_a.jsonl", "a"),
+            ("datasets/dpo_fgiv_r.jsonl", "r"),
+        ] {
             for v in &view.variants {
                 if let Some((variant, response)) = pair(v, kind, opts.keep_unverified) {
                     files.add(
@@ -446,24 +395,74 @@ pub fn publish(
     })
 }
 
-fn push_calls<T>(
-    tally: &mut impl FnMut(&str, &[CallRecord]),
-    stage: &str,
-    outcome: &Outcome<T>,
-    calls: impl Fn(&T) -> &Vec<CallRecord>,
-) {
-    match outcome {
-        Outcome::Done(t) => tally(stage, calls(t)),
-        Outcome::Quarantined(q) => tally(stage, &q.calls),
+/// Calls and tokens per step and model.
+type Usage = BTreeMap<String, BTreeMap<String, StageUsage>>;
+
+/// One seed's rows in the per-step files, its calls in the usage, and the quarantine rows it
+/// adds (written after its other rows).
+struct SeedRows<'a> {
+    files: &'a mut Outputs,
+    usage: &'a mut Usage,
+    seed_id: &'a str,
+    quarantined: Vec<Value>,
+}
+
+impl SeedRows<'_> {
+    /// Publishes `unit`'s result of `step`, if there is one.
+    fn record<T: Serialize + Calls>(
+        &mut self,
+        step: &Step,
+        unit: &str,
+        outcome: Option<&Outcome<T>>,
+    ) -> Result<(), PipelineError> {
+        let Some(outcome) = outcome else {
+            return Ok(());
+        };
+        self.tally(step, outcome.calls());
+        if let Outcome::Quarantined(q) = outcome {
+            self.quarantined
+                .push(quarantine_row(unit, self.seed_id, step.name, q));
+        }
+        self.files
+            .add(step.file, step_row(step, unit, self.seed_id, outcome))
+    }
+
+    fn tally(&mut self, step: &Step, calls: &[CallRecord]) {
+        for c in calls {
+            let u = self
+                .usage
+                .entry(step.name.to_owned())
+                .or_default()
+                .entry(c.model.clone())
+                .or_default();
+            u.calls += 1;
+            u.prompt_tokens += c.prompt_tokens;
+            u.completion_tokens += c.completion_tokens;
+        }
+    }
+
+    fn finish(self) -> Result<(), PipelineError> {
+        for row in self.quarantined {
+            self.files.add("quarantine.jsonl", row)?;
+        }
+        Ok(())
     }
 }
 
-fn push_quarantine(
-    unit: &str,
-    seed_id: &str,
-    stage: &str,
-    q: &crate::records::Quarantine,
-) -> Value {
+/// A step's row: keyed as the graph says, with the seed (and variant) it belongs to.
+fn step_row<T: Serialize>(step: &Step, unit: &str, seed_id: &str, outcome: &Outcome<T>) -> Value {
+    let mut row = status_row((step.key, unit), outcome);
+    row["seed_id"] = json!(seed_id);
+    if step.unit == Unit::Variant {
+        row["variant_id"] = json!(unit);
+    }
+    if let Some(kind) = step.kind {
+        row["kind"] = json!(kind);
+    }
+    row
+}
+
+fn quarantine_row(unit: &str, seed_id: &str, stage: &str, q: &Quarantine) -> Value {
     json!({
         "unit": unit,
         "seed_id": seed_id,
@@ -521,7 +520,7 @@ fn eval_rows(view: &SeedView, files: &mut Outputs) -> Result<(), PipelineError> 
             s.clone_from(&variant.modified_sub_instruction);
         }
         files.add(
-            "fgiv_eval.jsonl",
+            "datasets/fgiv_eval.jsonl",
             json!({
                 "seed_id": seed_id,
                 "variant_id": v.id,
@@ -550,14 +549,14 @@ fn eval_rows(view: &SeedView, files: &mut Outputs) -> Result<(), PipelineError> 
             continue;
         };
         files.add(
-            "fgiv_detection.jsonl",
+            "datasets/fgiv_detection.jsonl",
             json!({
                 "seed_id": seed_id, "variant_id": v.id, "prompt": variant.prompt,
                 "response": own, "response_from": v.id, "label": "yes",
             }),
         )?;
         files.add(
-            "fgiv_detection.jsonl",
+            "datasets/fgiv_detection.jsonl",
             json!({
                 "seed_id": seed_id, "variant_id": v.id, "prompt": variant.prompt,
                 "response": negative, "response_from": from, "label": "no",
@@ -565,4 +564,22 @@ fn eval_rows(view: &SeedView, files: &mut Outputs) -> Result<(), PipelineError> 
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_files_are_the_seeds_the_steps_files_quarantine_and_datasets() {
+        let mut expected = vec!["seeds.jsonl"];
+        expected.extend(crate::graph::step_files());
+        expected.push("quarantine.jsonl");
+        assert_eq!(DATA_FILES[..expected.len()], expected[..]);
+        assert!(
+            DATA_FILES[expected.len()..]
+                .iter()
+                .all(|f| f.starts_with("datasets/"))
+        );
+    }
 }

@@ -10,7 +10,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::ask::{StepFailure, failed, non_blank, request, unit_seed};
-use crate::records::{Decomposition, Quarantine, stage};
+use crate::graph::DECOMPOSE;
+use crate::records::{Decomposition, Quarantine};
 use crate::runner::Cx;
 
 /// At most this many sub-instructions are kept (and so variants made) per seed.
@@ -28,20 +29,20 @@ pub struct Answer {
 
 pub async fn run(cx: &Cx<'_>, seed: &Seed) -> Result<Decomposition, StepFailure> {
     let messages = cx.prompts.render(
-        "decompose",
+        DECOMPOSE.prompt,
         "split",
         context! { instruction => seed.prompt() },
     )?;
     let sampling = Sampling {
         temperature: 0.0,
         max_tokens: 512,
-        seed: unit_seed(&seed.id, stage::DECOMPOSE),
+        seed: unit_seed(&seed.id, DECOMPOSE.name),
         ..Sampling::default()
     };
-    let req = request(messages, sampling, cx.prompts.version("decompose"));
+    let req = request(messages, sampling, cx.prompts.version(DECOMPOSE.prompt));
     let mut calls = Vec::new();
     let answer: Answer = ask_json(
-        &cx.models.generator,
+        cx.model(DECOMPOSE.role),
         req,
         "decomposition",
         |a: &Answer| {

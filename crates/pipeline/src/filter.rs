@@ -10,7 +10,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::ask::{StepFailure, failed, request, unit_seed};
-use crate::records::{FilterResult, stage};
+use crate::graph::FILTER;
+use crate::records::FilterResult;
 use crate::runner::Cx;
 
 /// The model's answer (its JSON schema is derived from this type).
@@ -23,18 +24,20 @@ pub struct Answer {
 }
 
 pub async fn run(cx: &Cx<'_>, seed: &Seed) -> Result<FilterResult, StepFailure> {
-    let messages =
-        cx.prompts
-            .render("filter", "check", context! { instruction => seed.prompt() })?;
+    let messages = cx.prompts.render(
+        FILTER.prompt,
+        "check",
+        context! { instruction => seed.prompt() },
+    )?;
     let sampling = Sampling {
         temperature: 0.0,
         max_tokens: 96,
-        seed: unit_seed(&seed.id, stage::FILTER),
+        seed: unit_seed(&seed.id, FILTER.name),
         ..Sampling::default()
     };
-    let req = request(messages, sampling, cx.prompts.version("filter"));
+    let req = request(messages, sampling, cx.prompts.version(FILTER.prompt));
     let mut calls = Vec::new();
-    let answer: Answer = ask_json(&cx.models.generator, req, "filter", |_| Ok(()), &mut calls)
+    let answer: Answer = ask_json(cx.model(FILTER.role), req, "filter", |_| Ok(()), &mut calls)
         .await
         .map_err(|e| failed(e, &calls))?;
     Ok(FilterResult {

@@ -9,18 +9,28 @@
 //! run's state store at once, which is what makes a killed run resume without repeating a
 //! call. [`build`] turns the store into the data files (in input order, so outputs are
 //! byte-stable) and [`manifest`] counts what happened.
+//!
+//! [`graph`] declares the stages and steps once (unit, role, prompt, record, file); everything
+//! above reads it. [`run_folder`] is a run folder's lifecycle — ingest, identity checks,
+//! execute, publish, merge of [`shard`]s — so commands only parse and dispatch.
 
 pub mod ask;
 pub mod build;
 pub mod decompose;
 pub mod edit;
 pub mod filter;
+pub mod graph;
 pub mod manifest;
 pub mod records;
 pub mod respond;
+pub mod run_folder;
 pub mod runner;
+pub mod shard;
 pub mod vary;
 pub mod verify;
 
 pub use demorecon_judge::PromptSet;
-pub use runner::{Models, Options, Stage};
+pub use graph::{GRAPH, Stage};
+pub use run_folder::{FolderError, RunFolder};
+pub use runner::{Models, Options};
+pub use shard::{Shard, ShardSpec};

@@ -1,12 +1,19 @@
 //! Counting what a run did, and saying so: the manifest's `counts` (which add up — every seed
 //! is filtered out, quarantined, done or still pending; every variant valid, invalid,
-//! quarantined or pending) and the closing table a run prints.
+//! quarantined or pending), the `manifest.json` document, and the closing table a run prints.
+//! Quarantine reasons and usage are keyed by the step names of [`crate::graph`]. Writing the
+//! manifest (and knowing where the run's identity is stored) is [`crate::run_folder`]'s job.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
+use demorecon_llm::cache::CacheCounts;
+use demorecon_llm::ledger::PriceTable;
 use serde::Serialize;
+use serde_json::{Value, json};
 
-use crate::build::{BuildReport, SeedView};
+use crate::build::{BuildOptions, BuildReport, SeedView};
+use crate::graph::{DECOMPOSE, FGIV_A, FGIV_R, FILTER, SEED_RESPONSE, VARY, VERIFY};
 use crate::records::{Outcome, ResponseSource, VerifyMethod};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -70,14 +77,14 @@ impl Counts {
             (None, _) => self.seeds_pending += 1,
             (Some(Outcome::Quarantined(q)), _) => {
                 self.seeds_quarantined += 1;
-                self.quarantined("filter", &q.kind);
+                self.quarantined(FILTER.name, &q.kind);
             }
             (Some(Outcome::Done(f)), _) if !f.keep => self.seeds_filtered_out += 1,
             // Kept but not decomposed: a filter-only run, or one that was interrupted.
             (Some(Outcome::Done(_)), None) => self.seeds_pending += 1,
             (Some(Outcome::Done(_)), Some(Outcome::Quarantined(q))) => {
                 self.seeds_quarantined += 1;
-                self.quarantined("decompose", &q.kind);
+                self.quarantined(DECOMPOSE.name, &q.kind);
             }
             (Some(Outcome::Done(_)), Some(Outcome::Done(_))) => self.seeds_done += 1,
         }
@@ -88,7 +95,7 @@ impl Counts {
             Some(Outcome::Done(_)) => self.seed_responses_generated += 1,
             Some(Outcome::Quarantined(q)) => {
                 self.responses_quarantined += 1;
-                self.quarantined("respond_seed", &q.kind);
+                self.quarantined(SEED_RESPONSE.name, &q.kind);
             }
             None => {}
         }
@@ -98,7 +105,7 @@ impl Counts {
                 None => self.variants_pending += 1,
                 Some(Outcome::Quarantined(q)) => {
                     self.variants_quarantined += 1;
-                    self.quarantined("vary", &q.kind);
+                    self.quarantined(VARY.name, &q.kind);
                 }
                 Some(Outcome::Done(var)) => {
                     if var.valid {
@@ -110,8 +117,8 @@ impl Counts {
                 }
             }
             for (direct, stage, o) in [
-                (true, "respond_a", &x.fgiv_a),
-                (false, "respond_r", &x.fgiv_r),
+                (true, FGIV_A.name, &x.fgiv_a),
+                (false, FGIV_R.name, &x.fgiv_r),
             ] {
                 match o {
                     Some(Outcome::Done(_)) if direct => self.responses_fgiv_a += 1,
@@ -135,7 +142,7 @@ impl Counts {
                 }
                 Some(Outcome::Quarantined(q)) => {
                     self.verify_quarantined += 1;
-                    self.quarantined("verify", &q.kind);
+                    self.quarantined(VERIFY.name, &q.kind);
                 }
                 None => {}
             }
@@ -172,6 +179,86 @@ impl Counts {
         }
         Ok(())
     }
+}
+
+/// What one command adds to the manifest besides the run's state.
+#[derive(Debug, Clone)]
+pub struct Invocation<'a> {
+    /// The command line, as typed.
+    pub command: Vec<String>,
+    pub prices: &'a PriceTable,
+    /// Cache hits and misses of this process so far.
+    pub cache: CacheCounts,
+    /// When this command started work (none for `build` and `merge`).
+    pub started: Option<Instant>,
+}
+
+/// What the run folder says about itself: its input, shard and identity.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    pub seeds_path: Option<String>,
+    pub seeds_digest: Option<String>,
+    pub shard: Option<String>,
+    /// `{"options", "prompts", "models"}`, as stored when the folder was started.
+    pub identity: Value,
+}
+
+/// The `manifest.json` document of a build.
+pub fn document(
+    report: &BuildReport,
+    build: &BuildOptions,
+    facts: &RunFacts,
+    invocation: &Invocation,
+) -> Value {
+    let (usage, cost) = usage_and_cost(report, invocation.prices);
+    json!({
+        "tool": {"name": "demorecon", "version": env!("CARGO_PKG_VERSION")},
+        "command": invocation.command,
+        "input": {
+            "seeds": facts.seeds_path,
+            "seeds_blake3": facts.seeds_digest,
+        },
+        "shard": facts.shard,
+        "options": facts.identity.get("options"),
+        "build": build,
+        "prompts": facts.identity.get("prompts"),
+        "models": facts.identity.get("models"),
+        "counts": report.counts,
+        "usage_by_stage": usage,
+        "cost_usd": cost,
+        "files": report.files,
+        "this_invocation": {
+            "cache_hits": invocation.cache.hits,
+            "cache_misses": invocation.cache.misses,
+            "seconds": invocation.started.map(|s| s.elapsed().as_secs_f64()),
+        },
+    })
+}
+
+/// Calls, tokens and cost per step and model, and the total cost.
+fn usage_and_cost(report: &BuildReport, prices: &PriceTable) -> (BTreeMap<String, Value>, f64) {
+    let mut usage = BTreeMap::new();
+    let mut total = 0.0;
+    for (stage, models) in &report.usage {
+        let mut per_model = serde_json::Map::new();
+        for (model, u) in models {
+            let cost = prices
+                .price(model)
+                .map_or(0.0, |p| p.cost(u.prompt_tokens, u.completion_tokens));
+            total += cost;
+            per_model.insert(
+                model.clone(),
+                json!({
+                    "calls": u.calls,
+                    "prompt_tokens": u.prompt_tokens,
+                    "completion_tokens": u.completion_tokens,
+                    "cost_usd": cost,
+                }),
+            );
+        }
+        usage.insert(stage.clone(), Value::Object(per_model));
+    }
+    (usage, total)
 }
 
 /// The closing table: what went in, what came out, and what it cost.

@@ -1,19 +1,9 @@
-//! What each stage stores for a unit. Seed-level stages are keyed by `seed_id`, variant-level
-//! ones by `variant_id` (`{seed_id}/v{k}`). Every record lists the calls that made it (cache
-//! key, model, tokens), so any output row can be traced to its seed and its calls.
+//! What each step stores for a unit. Seed-level steps are keyed by `seed_id`, variant-level
+//! ones by `variant_id` (`{seed_id}/v{k}`); which step stores which record is declared in
+//! [`crate::graph`]. Every record lists the calls that made it (cache key, model, tokens), so
+//! any output row can be traced to its seed and its calls.
 
 use serde::{Deserialize, Serialize};
-
-/// Stage names as stored in the state and shown in counts.
-pub mod stage {
-    pub const FILTER: &str = "filter";
-    pub const DECOMPOSE: &str = "decompose";
-    pub const VARY: &str = "vary";
-    pub const SEED_RESPONSE: &str = "respond_seed";
-    pub const FGIV_A: &str = "respond_a";
-    pub const FGIV_R: &str = "respond_r";
-    pub const VERIFY: &str = "verify";
-}
 
 pub use demorecon_judge::{CallRecord, Judgement};
 
@@ -44,6 +34,39 @@ impl<T> Outcome<T> {
         }
     }
 }
+
+/// A record that lists the calls that made it.
+pub trait Calls {
+    fn calls(&self) -> &[CallRecord];
+}
+
+impl<T: Calls> Outcome<T> {
+    /// The calls behind this outcome, done or quarantined.
+    pub fn calls(&self) -> &[CallRecord] {
+        match self {
+            Outcome::Done(t) => t.calls(),
+            Outcome::Quarantined(q) => &q.calls,
+        }
+    }
+}
+
+macro_rules! calls {
+    ($($t:ty),*) => {$(
+        impl Calls for $t {
+            fn calls(&self) -> &[CallRecord] {
+                &self.calls
+            }
+        }
+    )*};
+}
+
+calls!(
+    FilterResult,
+    Decomposition,
+    Variant,
+    ResponseRecord,
+    Verdict
+);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FilterResult {

@@ -9,34 +9,35 @@ use minijinja::context;
 use demorecon_judge::ask::call;
 
 use crate::ask::{StepFailure, failed, request, unit_seed};
-use crate::records::{Quarantine, ResponseRecord, ResponseSource, Variant, stage};
+use crate::graph::{FGIV_A, FGIV_R, SEED_RESPONSE, Typed};
+use crate::records::{Quarantine, ResponseRecord, ResponseSource, Variant};
 use crate::runner::Cx;
 
-fn sampling(cx: &Cx<'_>, unit: &str, stage: &str) -> Sampling {
+fn sampling(cx: &Cx<'_>, unit: &str, step: &str) -> Sampling {
     Sampling {
         temperature: cx.opts.response_temperature,
         top_p: 0.9,
         max_tokens: cx.opts.response_max_tokens,
         stop: Vec::new(),
-        seed: unit_seed(unit, stage),
+        seed: unit_seed(unit, step),
     }
 }
 
 async fn generate(
     cx: &Cx<'_>,
     unit: &str,
-    stage: &str,
+    step: Typed<ResponseRecord>,
     template: &str,
     vars: minijinja::Value,
 ) -> Result<ResponseRecord, StepFailure> {
-    let messages = cx.prompts.render("respond", template, vars)?;
+    let messages = cx.prompts.render(step.prompt, template, vars)?;
     let req = request(
         messages,
-        sampling(cx, unit, stage),
-        cx.prompts.version("respond"),
+        sampling(cx, unit, step.name),
+        cx.prompts.version(step.prompt),
     );
     let mut calls = Vec::new();
-    let resp = call(&cx.models.responder, &req, &mut calls)
+    let resp = call(cx.model(step.role), &req, &mut calls)
         .await
         .map_err(|e| failed(e, &calls))?;
     let text = resp.text.trim().to_owned();
@@ -76,7 +77,7 @@ pub async fn seed(cx: &Cx<'_>, seed: &Seed) -> Result<ResponseRecord, StepFailur
     generate(
         cx,
         &seed.id,
-        stage::SEED_RESPONSE,
+        SEED_RESPONSE,
         "answer",
         context! { prompt => seed.prompt() },
     )
@@ -87,7 +88,7 @@ pub async fn fgiv_a(cx: &Cx<'_>, variant: &Variant) -> Result<ResponseRecord, St
     generate(
         cx,
         &variant.variant_id,
-        stage::FGIV_A,
+        FGIV_A,
         "answer",
         context! { prompt => variant.prompt.clone() },
     )
@@ -103,7 +104,7 @@ pub async fn fgiv_r(
     generate(
         cx,
         &variant.variant_id,
-        stage::FGIV_R,
+        FGIV_R,
         "revise",
         context! {
             seed => seed.prompt(),

@@ -6,6 +6,7 @@
 //! ([`Cx::step`]); before doing a unit the runner looks there first. Together with the call
 //! cache underneath the models, a killed run resumes without repeating a call that had
 //! answered, and — because results are keyed, not appended — without torn or duplicate rows.
+//! Step names, roles, progress bars and how far a command goes are read from [`crate::graph`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,32 +19,14 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::ask::{PipelineError, StepFailure};
-use crate::records::{Decomposition, Outcome, ResponseRecord, Variant, stage};
+pub use crate::graph::Stage;
+use crate::graph::{
+    DECOMPOSE, FGIV_A, FGIV_R, FILTER, GRAPH, Role, SEED_RESPONSE, Typed, VARY, VERIFY,
+};
+use crate::records::{Decomposition, Outcome, ResponseRecord, Variant};
+pub use crate::shard::Shard;
 use crate::{decompose, filter, respond, vary, verify};
 use demorecon_judge::PromptSet;
-
-/// How far a command takes each seed. Stages are ordered; a later one includes the earlier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Filter,
-    Decompose,
-    Vary,
-    Respond,
-    Verify,
-}
-
-impl Stage {
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Filter => "filter",
-            Stage::Decompose => "decompose",
-            Stage::Vary => "vary",
-            Stage::Respond => "respond",
-            Stage::Verify => "verify",
-        }
-    }
-}
 
 /// The models of the three roles the pipeline uses.
 #[derive(Clone)]
@@ -56,34 +39,13 @@ pub struct Models {
     pub judge: Arc<dyn ChatModel>,
 }
 
-/// `--shard i/n`: this process does the seeds whose id hashes to `i` modulo `n`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
-impl std::str::FromStr for Shard {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("--shard wants I/N with 0 <= I < N, got {s:?}");
-        let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (
-            i.trim().parse().map_err(|_| bad())?,
-            n.trim().parse().map_err(|_| bad())?,
-        );
-        if count == 0 || index >= count {
-            return Err(bad());
+impl Models {
+    pub fn get(&self, role: Role) -> &Arc<dyn ChatModel> {
+        match role {
+            Role::Generator => &self.generator,
+            Role::Responder => &self.responder,
+            Role::Judge => &self.judge,
         }
-        Ok(Shard { index, count })
-    }
-}
-
-impl Shard {
-    pub fn contains(&self, seed_id: &str) -> bool {
-        let h = blake3::hash(seed_id.as_bytes());
-        let v = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
-        v % u64::from(self.count) == u64::from(self.index)
     }
 }
 
@@ -129,9 +91,9 @@ impl Options {
     }
 }
 
-/// Live counts per stage: one bar each, drawn only on a terminal.
+/// Live counts per stage (one bar each, in graph order), drawn only on a terminal.
 struct Progress {
-    bars: BTreeMap<&'static str, ProgressBar>,
+    bars: BTreeMap<Stage, ProgressBar>,
     _multi: MultiProgress,
 }
 
@@ -147,41 +109,28 @@ impl Progress {
         )
         .expect("valid template");
         let mut bars = BTreeMap::new();
-        for (name, len) in [
-            (stage::FILTER, seeds),
-            (stage::DECOMPOSE, seeds),
-            (stage::VARY, 0),
-            ("respond", 0),
-            (stage::VERIFY, 0),
-        ] {
-            let bar = multi.add(ProgressBar::new(len));
+        for decl in &GRAPH.stages {
+            let bar = multi.add(ProgressBar::new(0));
             bar.set_style(style.clone());
-            bar.set_prefix(name);
-            bars.insert(name, bar);
+            bar.set_prefix(decl.command);
+            bars.insert(decl.stage, bar);
         }
-        Self {
+        let progress = Self {
             bars,
             _multi: multi,
-        }
-    }
-
-    fn bar(&self, stage: &str) -> Option<&ProgressBar> {
-        let name = if stage.starts_with("respond") {
-            "respond"
-        } else {
-            stage
         };
-        self.bars.get(name)
+        progress.expect(FILTER, seeds);
+        progress
     }
 
-    fn expect(&self, stage: &str, more: u64) {
-        if let Some(b) = self.bar(stage) {
+    fn expect<T>(&self, step: Typed<T>, more: u64) {
+        if let Some(b) = self.bars.get(&step.stage) {
             b.inc_length(more);
         }
     }
 
-    fn done(&self, stage: &str) {
-        if let Some(b) = self.bar(stage) {
+    fn done<T>(&self, step: Typed<T>) {
+        if let Some(b) = self.bars.get(&step.stage) {
             b.inc(1);
         }
     }
@@ -203,13 +152,24 @@ pub struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    /// The stored result of `(unit, stage)`, or `make`'s, stored before it is returned.
+    /// The model that answers a step's role.
+    pub fn model(&self, role: Role) -> &Arc<dyn ChatModel> {
+        self.models.get(role)
+    }
+
+    /// Whether this command goes as far as `step`.
+    fn wants<T>(&self, step: Typed<T>) -> bool {
+        step.stage <= self.opts.through
+    }
+
+    /// The stored result of `(unit, step)`, or `make`'s, stored before it is returned.
     async fn step<T: Serialize + DeserializeOwned>(
         &self,
         unit: &str,
-        stage: &str,
+        step: Typed<T>,
         make: impl Future<Output = Result<T, StepFailure>>,
     ) -> Result<Outcome<T>, PipelineError> {
+        let stage = step.name;
         let stored = match self.state.get(unit, stage)? {
             Some(value) => value,
             None => {
@@ -222,7 +182,7 @@ impl Cx<'_> {
                 self.state.put(unit, stage, &value)?
             }
         };
-        self.progress.done(stage);
+        self.progress.done(step);
         serde_json::from_value(stored).map_err(|e| {
             PipelineError::Other(format!(
                 "{}: the stored {stage} result of {unit} is unreadable ({e}); was the run made by another version?",
@@ -232,32 +192,30 @@ impl Cx<'_> {
     }
 
     async fn process_seed(&self, seed: &Seed) -> Result<(), PipelineError> {
-        let through = self.opts.through;
-        let kept = self
-            .step(&seed.id, stage::FILTER, filter::run(self, seed))
-            .await?;
-        if !kept.done().is_some_and(|f| f.keep) || through == Stage::Filter {
+        let kept = self.step(&seed.id, FILTER, filter::run(self, seed)).await?;
+        if !kept.done().is_some_and(|f| f.keep) || !self.wants(DECOMPOSE) {
             return Ok(());
         }
+        self.progress.expect(DECOMPOSE, 1);
         let decomposition = self
-            .step(&seed.id, stage::DECOMPOSE, decompose::run(self, seed))
+            .step(&seed.id, DECOMPOSE, decompose::run(self, seed))
             .await?;
         let Some(decomposition) = decomposition.done() else {
             return Ok(());
         };
-        if through == Stage::Decompose {
+        if !self.wants(VARY) {
             return Ok(());
         }
         self.progress
-            .expect(stage::VARY, decomposition.sub_instructions.len() as u64);
-        let want_responses = through >= Stage::Respond;
+            .expect(VARY, decomposition.sub_instructions.len() as u64);
+        let want_responses = self.wants(SEED_RESPONSE);
         if want_responses {
-            self.progress.expect(stage::SEED_RESPONSE, 1);
+            self.progress.expect(SEED_RESPONSE, 1);
         }
         // The seed's response depends only on the seed: it runs alongside the variants.
         let seed_response = async {
             if want_responses {
-                self.step(&seed.id, stage::SEED_RESPONSE, respond::seed(self, seed))
+                self.step(&seed.id, SEED_RESPONSE, respond::seed(self, seed))
                     .await
                     .map(Some)
             } else {
@@ -293,16 +251,16 @@ impl Cx<'_> {
     ) -> Result<Option<(Variant, Option<String>)>, PipelineError> {
         let vid = variant_id(&seed.id, k);
         let variant = self
-            .step(&vid, stage::VARY, vary::run(self, seed, decomposition, k))
+            .step(&vid, VARY, vary::run(self, seed, decomposition, k))
             .await?;
         let Some(variant) = variant.done().filter(|v| v.valid).cloned() else {
             return Ok(None);
         };
         let mut direct = None;
-        if self.opts.through >= Stage::Respond {
-            self.progress.expect(stage::FGIV_A, 1);
+        if self.wants(FGIV_A) {
+            self.progress.expect(FGIV_A, 1);
             let answered = self
-                .step(&vid, stage::FGIV_A, respond::fgiv_a(self, &variant))
+                .step(&vid, FGIV_A, respond::fgiv_a(self, &variant))
                 .await?;
             direct = answered.done().map(|r| r.text.clone());
         }
@@ -317,25 +275,25 @@ impl Cx<'_> {
         a: Option<&str>,
     ) -> Result<(), PipelineError> {
         let vid = &variant.variant_id;
-        self.progress.expect(stage::FGIV_R, 1);
+        self.progress.expect(FGIV_R, 1);
         let revised = self
             .step(
                 vid,
-                stage::FGIV_R,
+                FGIV_R,
                 respond::fgiv_r(self, seed, seed_response, variant),
             )
             .await?;
-        if self.opts.through < Stage::Verify {
+        if !self.wants(VERIFY) {
             return Ok(());
         }
         let r = revised.done().map(|r| r.text.as_str());
         if a.is_none() && r.is_none() {
             return Ok(());
         }
-        self.progress.expect(stage::VERIFY, 1);
+        self.progress.expect(VERIFY, 1);
         self.step(
             vid,
-            stage::VERIFY,
+            VERIFY,
             verify::run(self, variant, &seed_response.text, a, r),
         )
         .await?;
@@ -371,26 +329,4 @@ pub async fn execute(
         .await;
     progress.finish();
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_partition_the_seeds() {
-        let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
-        for n in 0..300 {
-            let id = format!("seed-{n}");
-            assert_eq!(shards.iter().filter(|s| s.contains(&id)).count(), 1);
-        }
-        for bad in ["3/3", "1", "a/2", "0/0", "-1/2"] {
-            assert!(bad.parse::<Shard>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn stages_are_ordered() {
-        assert!(Stage::Filter < Stage::Decompose && Stage::Respond < Stage::Verify);
-    }
 }

@@ -18,7 +18,8 @@ use demorecon_judge::ask::ask_json_with;
 
 use crate::ask::{StepFailure, failed, request, unit_seed};
 use crate::edit::token_edit_ratio;
-use crate::records::{Decomposition, EditKind, Variant, stage};
+use crate::graph::VARY;
+use crate::records::{Decomposition, EditKind, Variant};
 use crate::runner::Cx;
 
 /// The answer's schema. `find` may only be one of `spans` (words that occur in the seed), so
@@ -161,7 +162,7 @@ pub async fn run(
     let vid = variant_id(&seed.id, k);
     let original = decomposition.sub_instructions[k].clone();
     let messages = cx.prompts.render(
-        "vary",
+        VARY.prompt,
         "modify",
         context! {
             instruction => seed.prompt(),
@@ -176,13 +177,13 @@ pub async fn run(
         temperature: 0.5,
         top_p: 0.9,
         max_tokens: 384,
-        seed: unit_seed(&vid, stage::VARY),
+        seed: unit_seed(&vid, VARY.name),
         ..Sampling::default()
     };
-    let req = request(messages, sampling, cx.prompts.version("vary"));
+    let req = request(messages, sampling, cx.prompts.version(VARY.prompt));
     let mut calls = Vec::new();
     let answer: Answer = ask_json_with(
-        &cx.models.generator,
+        cx.model(VARY.role),
         req,
         "variant",
         schema(&candidate_spans(&seed.instruction, &original)),

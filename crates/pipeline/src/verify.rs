@@ -8,7 +8,8 @@ use demorecon_judge::checkable;
 use demorecon_judge::requirement::{Question, by_code, by_judge};
 
 use crate::ask::{StepFailure, failed, unit_seed};
-use crate::records::{CallRecord, Judgement, Variant, Verdict, VerifyMethod, stage};
+use crate::graph::VERIFY;
+use crate::records::{CallRecord, Judgement, Variant, Verdict, VerifyMethod};
 use crate::runner::Cx;
 
 async fn judged(
@@ -21,9 +22,9 @@ async fn judged(
         instruction: &variant.prompt,
         requirement: &variant.modified_sub_instruction,
         response,
-        seed: unit_seed(&variant.variant_id, &format!("{}/{which}", stage::VERIFY)),
+        seed: unit_seed(&variant.variant_id, &format!("{}/{which}", VERIFY.name)),
     };
-    by_judge(&cx.models.judge, cx.prompts, &q)
+    by_judge(cx.model(VERIFY.role), cx.prompts, &q)
         .await
         .map_err(|e| failed(e, &[]))
 }

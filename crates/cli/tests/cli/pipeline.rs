@@ -697,6 +697,214 @@ async fn shards_merge_into_the_unsharded_run() {
     );
 }
 
+/// The scheduler variables `--shard auto` reads, removed so the tests see only their own.
+const SHARD_ENV: [&str; 5] = [
+    "JOB_COMPLETION_INDEX",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_STEP",
+];
+
+/// `demorecon run SEEDS -o RUN --shard auto …` with exactly the scheduler variables `env`.
+fn auto_shard_run(
+    server: &FaultServer,
+    cache: &Path,
+    seeds: &Path,
+    run: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = run_cmd(server, cache, &["run"]);
+    cmd.arg(seeds)
+        .arg("-o")
+        .arg(run)
+        .args(["--shard", "auto"])
+        .args(extra);
+    for var in SHARD_ENV {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shard_auto_under_kubernetes_and_slurm_merges_by_glob_to_the_unsharded_run() {
+    let server = scripted_server(Duration::ZERO).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds = write_seeds(tmp.path());
+    let whole = tmp.path().join("whole");
+    ok(run_cmd(&server, &tmp.path().join("whole.sqlite"), &["run"])
+        .arg(&seeds)
+        .arg("-o")
+        .arg(&whole)
+        .output()
+        .unwrap());
+
+    // A Kubernetes Indexed Job of 3 completions: JOB_COMPLETION_INDEX 0..2, --shards 3; each
+    // pod its own run folder and cache file.
+    let k8s = tmp.path().join("k8s");
+    for i in 0..3 {
+        ok(auto_shard_run(
+            &server,
+            &k8s.join(format!("cache-{i}.sqlite")),
+            &seeds,
+            &k8s.join(format!("shard-{i}")),
+            &["--shards", "3"],
+            &[("JOB_COMPLETION_INDEX", &i.to_string())],
+        ));
+        let m = manifest(&k8s.join(format!("shard-{i}")));
+        assert_eq!(m["shard"], format!("{i}/3"));
+    }
+    // A Slurm array --array=1-3: task ids from 1, so index = id - min.
+    let slurm = tmp.path().join("slurm");
+    for id in 1..=3 {
+        ok(auto_shard_run(
+            &server,
+            &slurm.join(format!("cache-{id}.sqlite")),
+            &seeds,
+            &slurm.join(format!("shard-{id}")),
+            &[],
+            &[
+                ("SLURM_ARRAY_TASK_ID", &id.to_string()),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ],
+        ));
+        let m = manifest(&slurm.join(format!("shard-{id}")));
+        assert_eq!(m["shard"], format!("{}/3", id - 1));
+        assert_eq!(
+            m["counts"],
+            manifest(&k8s.join(format!("shard-{}", id - 1)))["counts"],
+            "the same shard whichever scheduler numbered it"
+        );
+    }
+    // Merged by a glob the shell did not expand: the unsharded bytes.
+    for dir in [&k8s, &slurm] {
+        let merged = dir.join("all");
+        let out = ok(bin()
+            .arg("merge")
+            .arg(dir.join("shard-*"))
+            .arg("-o")
+            .arg(&merged)
+            .output()
+            .unwrap());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("merged 3 run folders"), "{err}");
+        assert_same_files(&whole, &merged);
+    }
+
+    // The per-pod caches merge into one that answers the whole run offline.
+    let caches: Vec<PathBuf> = (0..3)
+        .map(|i| k8s.join(format!("cache-{i}.sqlite")))
+        .collect();
+    let all = tmp.path().join("all.sqlite");
+    for _ in 0..2 {
+        let out = ok(bin()
+            .args(["cache", "merge"])
+            .args(&caches)
+            .arg("-o")
+            .arg(&all)
+            .arg("--json")
+            .output()
+            .unwrap());
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["conflicts"], json!([]), "{report}");
+    }
+    let offline = tmp.path().join("offline");
+    ok(bin()
+        .args(["--offline", "--backend"])
+        .arg(format!("scripted@{}", server.base_url()))
+        .arg("--cache")
+        .arg(&all)
+        .arg("run")
+        .arg(&seeds)
+        .arg("-o")
+        .arg(&offline)
+        .output()
+        .unwrap());
+    assert_same_files(&whole, &offline);
+
+    // Without a scheduler, or with values that do not fit, `auto` says what is wrong.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
+        (&["--shards", "3"], &[], "neither JOB_COMPLETION_INDEX"),
+        (
+            &["--shards", "3"],
+            &[("JOB_COMPLETION_INDEX", "3")],
+            "JOB_COMPLETION_INDEX=3 is not below --shards 3",
+        ),
+        (&[], &[("JOB_COMPLETION_INDEX", "1")], "pass --shards N"),
+        (
+            &[],
+            &[
+                ("SLURM_ARRAY_TASK_ID", "x"),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ],
+            "SLURM_ARRAY_TASK_ID=\"x\" is not a non-negative whole number",
+        ),
+    ];
+    for (i, (extra, env, expected)) in cases.into_iter().enumerate() {
+        let out = auto_shard_run(
+            &server,
+            &tmp.path().join("bad.sqlite"),
+            &seeds,
+            &tmp.path().join(format!("bad-{i}")),
+            extra,
+            env,
+        );
+        assert!(!out.status.success(), "{expected}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_refuses_a_missing_or_duplicated_shard_by_name() {
+    let server = scripted_server(Duration::ZERO).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds = write_seeds(tmp.path());
+    let cache = tmp.path().join("cache.sqlite");
+    let shard = |name: &str, spec: &str| {
+        let dir = tmp.path().join(name);
+        ok(run_cmd(&server, &cache, &["run"])
+            .arg(&seeds)
+            .arg("-o")
+            .arg(&dir)
+            .args(["--shard", spec])
+            .output()
+            .unwrap());
+        dir
+    };
+    let (zero, one, one_again) = (shard("a0", "0/3"), shard("a1", "1/3"), shard("b1", "1/3"));
+    let refused = |runs: &[&PathBuf], out: &str| {
+        let out = bin()
+            .arg("merge")
+            .args(runs)
+            .arg("-o")
+            .arg(tmp.path().join(out))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&[&zero, &one], "m1");
+    assert!(err.contains("shard 2/3 missing"), "{err}");
+    let err = refused(&[&zero, &one, &one_again], "m2");
+    assert!(
+        err.contains(&format!(
+            "shard 1/3 is given twice: {} and {}",
+            one.display(),
+            one_again.display()
+        )),
+        "{err}"
+    );
+    assert!(!tmp.path().join("m1").exists() && !tmp.path().join("m2").exists());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn real_wizardlm_seeds_read_in_both_layouts_and_run_through() {
     let path = demorecon_testkit::shared::shared_data().join("wizardlm/wizardlm_alpaca_200.jsonl");
