@@ -52,6 +52,22 @@ pub struct CommonArgs {
     pub quiet: bool,
 }
 
+/// The model under test and the prompts of the judge-based evals.
+#[derive(Args, Debug)]
+pub struct GenerationArgs {
+    /// Generate the responses with this model under test (a spec: `embedded`,
+    /// `embedded:FILE.gguf` or `MODEL@BASE_URL`). Default: the target role.
+    #[arg(long, value_name = "SPEC")]
+    pub model: Option<String>,
+    /// New-token cap per generated response.
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens: u32,
+    /// Prompt files that replace the built-in ones (fgiv.toml, verify.toml, infobench.toml,
+    /// followbench.toml).
+    #[arg(long, value_name = "DIR")]
+    pub prompts: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct IfevalArgs {
     /// Responses to score: JSONL with {"prompt","response"} (or {"key","response"}) per line.
@@ -94,21 +110,14 @@ pub struct FgivArgs {
     /// A folder holding fgiv_eval.jsonl (and fgiv_detection.jsonl) in the shape `build` writes.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// The model under test (a spec). Default: the target role.
-    #[arg(long, value_name = "SPEC")]
-    pub model: Option<String>,
-    /// New-token cap per answer to an FGIV-Eval prompt (detection answers get 3).
-    #[arg(long, default_value_t = 2048)]
-    pub max_tokens: u32,
     /// Skip the per-sub-instruction verdicts (the paper's pass rate and detection only).
     #[arg(long)]
     pub no_sub_instructions: bool,
     /// Score only the first N items of each kind (a fixed slice).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Prompt files that replace the built-in ones (fgiv.toml, verify.toml).
-    #[arg(long, value_name = "DIR")]
-    pub prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub generation: GenerationArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -126,18 +135,11 @@ pub struct InfobenchArgs {
     /// `id` and `eval`, a list of true/false/null); no model is called.
     #[arg(long, value_name = "FILE", conflicts_with = "model")]
     pub judgements: Option<PathBuf>,
-    /// Generate the outputs with this model under test (a spec). Default: the target role.
-    #[arg(long, value_name = "SPEC")]
-    pub model: Option<String>,
-    /// New-token cap per generated output.
-    #[arg(long, default_value_t = 2048)]
-    pub max_tokens: u32,
     /// Score only the first N instructions (a fixed slice).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Prompt files that replace the built-in ones (infobench.toml).
-    #[arg(long, value_name = "DIR")]
-    pub prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub generation: GenerationArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -151,9 +153,6 @@ pub struct FollowbenchArgs {
     /// ({type}_constraint.jsonl with the instruction and the response per row).
     #[arg(long, value_name = "DIR", conflicts_with = "model")]
     pub responses: Option<PathBuf>,
-    /// Generate the responses with this model under test (a spec). Default: the target role.
-    #[arg(long, value_name = "SPEC")]
-    pub model: Option<String>,
     /// Only these categories, comma-separated (default: all six).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub categories: Vec<String>,
@@ -169,12 +168,8 @@ pub struct FollowbenchArgs {
     /// New-token cap of a judge reply (the reference's is 1024).
     #[arg(long, default_value_t = 1024)]
     pub judge_max_tokens: u32,
-    /// New-token cap per generated response.
-    #[arg(long, default_value_t = 2048)]
-    pub max_tokens: u32,
-    /// Prompt files that replace the built-in ones (followbench.toml).
-    #[arg(long, value_name = "DIR")]
-    pub prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub generation: GenerationArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -399,15 +394,15 @@ async fn run_fgiv(args: FgivArgs, ctx: &Context) -> anyhow::Result<()> {
             }
         });
     }
-    let mut bench = fgiv::FgivEval::new(items, prompt_set(args.prompts.as_deref())?)?;
+    let mut bench = fgiv::FgivEval::new(items, prompt_set(args.generation.prompts.as_deref())?)?;
     bench.per_sub_instruction = !args.no_sub_instructions;
     let judge = judge(ctx, &bench.prompt_version())?;
-    let responses = generate_with(ctx, args.model.as_deref())?;
+    let responses = generate_with(ctx, args.generation.model.as_deref())?;
     let (summary, items) = bench::run(
         &bench,
         responses,
         Some(&judge),
-        run_options(&args.common, args.max_tokens),
+        run_options(&args.common, args.generation.max_tokens),
     )
     .await?;
     let out = args.common.out.clone().unwrap_or_else(|| {
@@ -420,7 +415,8 @@ async fn run_fgiv(args: FgivArgs, ctx: &Context) -> anyhow::Result<()> {
 }
 
 async fn run_infobench(args: InfobenchArgs, ctx: &Context) -> anyhow::Result<()> {
-    let mut bench = infobench::InfoBench::load(&args.input, prompt_set(args.prompts.as_deref())?)?;
+    let mut bench =
+        infobench::InfoBench::load(&args.input, prompt_set(args.generation.prompts.as_deref())?)?;
     if let Some(n) = args.limit {
         bench.truncate(n);
     }
@@ -434,14 +430,14 @@ async fn run_infobench(args: InfobenchArgs, ctx: &Context) -> anyhow::Result<()>
     } else {
         let responses = match &args.responses {
             Some(path) => bench.given_responses(path)?,
-            None => generate_with(ctx, args.model.as_deref())?,
+            None => generate_with(ctx, args.generation.model.as_deref())?,
         };
         let judge = judge(ctx, &bench.prompt_version())?;
         bench::run(
             &bench,
             responses,
             Some(&judge),
-            run_options(&args.common, args.max_tokens),
+            run_options(&args.common, args.generation.max_tokens),
         )
         .await?
     };
@@ -489,7 +485,11 @@ async fn run_followbench(args: FollowbenchArgs, ctx: &Context) -> anyhow::Result
         reask_strict: args.reask_strict,
         judge_max_tokens: args.judge_max_tokens,
     };
-    let bench = followbench::FollowBench::new(items, prompt_set(args.prompts.as_deref())?, opts)?;
+    let bench = followbench::FollowBench::new(
+        items,
+        prompt_set(args.generation.prompts.as_deref())?,
+        opts,
+    )?;
     let out = args
         .common
         .out
@@ -497,7 +497,7 @@ async fn run_followbench(args: FollowbenchArgs, ctx: &Context) -> anyhow::Result
         .unwrap_or_else(|| PathBuf::from("followbench-results"));
     let responses = match &args.responses {
         Some(dir) => bench.given_responses(dir)?,
-        None => generate_with(ctx, args.model.as_deref())?,
+        None => generate_with(ctx, args.generation.model.as_deref())?,
     };
     let generated = matches!(responses, Responses::Generate { .. });
     let judge = if args.rules_only {
@@ -509,7 +509,7 @@ async fn run_followbench(args: FollowbenchArgs, ctx: &Context) -> anyhow::Result
         &bench,
         responses,
         judge.as_ref(),
-        run_options(&args.common, args.max_tokens),
+        run_options(&args.common, args.generation.max_tokens),
     )
     .await?;
     let mut written = Vec::new();

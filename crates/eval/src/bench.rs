@@ -83,6 +83,26 @@ impl Judge {
     }
 }
 
+/// A greedy request for `messages` whose seed is derived from the item's id and the purpose
+/// (`{benchmark}/answer`, …), so even a sampling backend answers an item reproducibly.
+pub fn greedy_request(
+    messages: Vec<demorecon_llm::Message>,
+    max_tokens: u32,
+    item_id: &str,
+    purpose: &str,
+    prompt_version: Option<&str>,
+) -> ChatRequest {
+    let mut req = ChatRequest::new(messages);
+    req.sampling = demorecon_llm::Sampling {
+        temperature: 0.0,
+        max_tokens,
+        seed: demorecon_judge::ask::unit_seed(item_id, purpose),
+        ..demorecon_llm::Sampling::default()
+    };
+    req.prompt_version = prompt_version.map(str::to_owned);
+    req
+}
+
 /// What the summary records about a model, before it has answered.
 pub fn model_info(model: &dyn ChatModel, spec: Option<String>) -> ModelInfo {
     let id = model.identity();

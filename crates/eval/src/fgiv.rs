@@ -23,12 +23,12 @@ use std::path::{Path, PathBuf};
 use demorecon_judge::checkable::checks_for;
 use demorecon_judge::requirement::{Question, by_code, by_judge};
 use demorecon_judge::{AskError, PromptSet, ask::unit_seed};
-use demorecon_llm::{ChatRequest, Sampling};
+use demorecon_llm::ChatRequest;
 use minijinja::context;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::bench::{BenchError, Benchmark, Judge};
+use crate::bench::{BenchError, Benchmark, Judge, greedy_request};
 use crate::record::{Headline, ItemRecord, Summary};
 
 /// The file names inside a data folder (a run's `datasets/`).
@@ -220,14 +220,13 @@ impl FgivEval {
                 context! { prompt => &row.prompt, response => response },
             )
             .map_err(|e| BenchError::Input(e.to_string()))?;
-        let mut req = ChatRequest::new(messages);
-        req.sampling = Sampling {
-            temperature: 0.0,
-            max_tokens: 16,
-            seed: unit_seed(&row.variant_id, "fgiv/pass"),
-            ..Sampling::default()
-        };
-        req.prompt_version = Some(self.prompts.version("fgiv").to_owned());
+        let req = greedy_request(
+            messages,
+            16,
+            &row.variant_id,
+            "fgiv/pass",
+            Some(self.prompts.version("fgiv")),
+        );
         let reply = judge.ask(&req).await.map_err(call_err)?;
         let pass = parse_yes_no(&reply);
 
@@ -378,27 +377,23 @@ impl Benchmark for FgivEval {
     }
 
     fn request(&self, item: &Item, max_tokens: u32) -> ChatRequest {
-        let (messages, max_tokens, seed) = match item {
-            Item::Direct(r) => (
+        let version = Some(self.prompts.version("fgiv"));
+        match item {
+            Item::Direct(r) => greedy_request(
                 vec![demorecon_llm::Message::user(r.prompt.clone())],
                 max_tokens,
-                unit_seed(&r.variant_id, "fgiv/answer"),
+                &r.variant_id,
+                "fgiv/answer",
+                version,
             ),
-            Item::Detect(r) => (
+            Item::Detect(r) => greedy_request(
                 r.messages.clone(),
                 DETECTION_TOKENS,
-                unit_seed(&detection_id(r), "fgiv/detect"),
+                &detection_id(r),
+                "fgiv/detect",
+                version,
             ),
-        };
-        let mut req = ChatRequest::new(messages);
-        req.sampling = Sampling {
-            temperature: 0.0,
-            max_tokens,
-            seed,
-            ..Sampling::default()
-        };
-        req.prompt_version = Some(self.prompts.version("fgiv").to_owned());
-        req
+        }
     }
 
     async fn score(

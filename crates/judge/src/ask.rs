@@ -221,8 +221,7 @@ pub fn non_blank(items: &[String], what: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use demorecon_llm::{BackendIdentity, FinishReason, TokenSink, Usage};
-    use std::sync::Mutex;
+    use demorecon_testkit::scripted::Scripted;
 
     #[test]
     fn unit_seeds_depend_on_unit_and_stage() {
@@ -240,43 +239,8 @@ mod tests {
         satisfied: bool,
     }
 
-    /// Replies with scripted texts in order and records the requests.
-    struct Scripted {
-        replies: Mutex<Vec<&'static str>>,
-        seen: Mutex<Vec<ChatRequest>>,
-    }
-
-    #[async_trait::async_trait]
-    impl ChatModel for Scripted {
-        fn identity(&self) -> BackendIdentity {
-            BackendIdentity {
-                kind: "scripted".into(),
-                model: "s".into(),
-                detail: String::new(),
-            }
-        }
-        async fn chat(
-            &self,
-            req: &ChatRequest,
-            _: Option<TokenSink>,
-        ) -> Result<ChatResponse, LlmError> {
-            self.seen.lock().unwrap().push(req.clone());
-            let text = self.replies.lock().unwrap().remove(0).to_owned();
-            Ok(ChatResponse {
-                text,
-                finish_reason: FinishReason::Stop,
-                usage: Usage::default(),
-                model: "s".into(),
-                cached: false,
-            })
-        }
-    }
-
     fn scripted(replies: Vec<&'static str>) -> (Arc<dyn ChatModel>, Arc<Scripted>) {
-        let s = Arc::new(Scripted {
-            replies: Mutex::new(replies),
-            seen: Mutex::new(Vec::new()),
-        });
+        let s = Scripted::new(&replies);
         (s.clone() as Arc<dyn ChatModel>, s)
     }
 
@@ -311,7 +275,7 @@ mod tests {
             }
         );
         assert_eq!(calls.len(), 2);
-        let repair = &seen.seen.lock().unwrap()[1];
+        let repair = &seen.seen()[1];
         let last = &repair.messages.last().unwrap().content;
         assert!(last.contains("does not match the schema"), "{last}");
         assert!(last.contains("/reason"), "{last}");

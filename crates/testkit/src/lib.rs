@@ -11,6 +11,7 @@
 //! `instant-endpoint` binary for pipeline throughput benchmarks.
 
 pub mod instant;
+pub mod scripted;
 pub mod shared;
 pub mod synth;
 

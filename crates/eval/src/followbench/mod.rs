@@ -25,12 +25,11 @@ use std::path::{Path, PathBuf};
 use demorecon_checks::followbench::Rule;
 use demorecon_io::JsonlError;
 use demorecon_judge::PromptSet;
-use demorecon_judge::ask::unit_seed;
-use demorecon_llm::{ChatRequest, Message, Sampling};
+use demorecon_llm::{ChatRequest, Message};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::bench::{BenchError, Benchmark, Judge, Responses};
+use crate::bench::{BenchError, Benchmark, Judge, Responses, greedy_request};
 use crate::record::{ItemRecord, Summary};
 
 /// FollowBench's constraint categories, in its order (also the data files' prefixes).
@@ -430,14 +429,13 @@ impl Benchmark for FollowBench {
     }
 
     fn request(&self, item: &Item, max_tokens: u32) -> ChatRequest {
-        let mut req = ChatRequest::new(vec![Message::user(item.instruction.clone())]);
-        req.sampling = Sampling {
-            temperature: 0.0,
+        greedy_request(
+            vec![Message::user(item.instruction.clone())],
             max_tokens,
-            seed: unit_seed(&item.id, "followbench/answer"),
-            ..Sampling::default()
-        };
-        req
+            &item.id,
+            "followbench/answer",
+            None,
+        )
     }
 
     async fn score(

@@ -3,11 +3,9 @@
 //! responses.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
-use demorecon_llm::{
-    BackendIdentity, ChatModel, ChatRequest, ChatResponse, FinishReason, LlmError, TokenSink, Usage,
-};
+use demorecon_llm::ChatRequest;
+use demorecon_testkit::scripted::Scripted;
 use demorecon_testkit::shared::shared_data;
 
 use super::*;
@@ -296,57 +294,6 @@ fn responses_join_by_instruction_text_and_name_the_missing() {
     assert!(err.contains("content_constraint.jsonl not found"), "{err}");
 }
 
-/// Answers from a script, one reply per call, and keeps every request.
-struct Scripted {
-    replies: Mutex<Vec<String>>,
-    seen: Mutex<Vec<ChatRequest>>,
-}
-
-impl Scripted {
-    fn new(replies: &[&str]) -> Arc<Self> {
-        Arc::new(Scripted {
-            replies: Mutex::new(replies.iter().rev().map(|s| s.to_string()).collect()),
-            seen: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn seen(&self) -> Vec<ChatRequest> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-#[async_trait::async_trait]
-impl ChatModel for Scripted {
-    fn identity(&self) -> BackendIdentity {
-        BackendIdentity {
-            kind: "scripted".into(),
-            model: "judge".into(),
-            detail: String::new(),
-        }
-    }
-
-    async fn chat(
-        &self,
-        req: &ChatRequest,
-        _stream: Option<TokenSink>,
-    ) -> Result<ChatResponse, LlmError> {
-        self.seen.lock().unwrap().push(req.clone());
-        let text = self
-            .replies
-            .lock()
-            .unwrap()
-            .pop()
-            .ok_or_else(|| LlmError::Model("script ran out".into()))?;
-        Ok(ChatResponse {
-            text,
-            finish_reason: FinishReason::Stop,
-            usage: Usage::default(),
-            model: "judge-1".into(),
-            cached: false,
-        })
-    }
-}
-
 fn tiny_bench(opts: Options) -> (tempfile::TempDir, FollowBench) {
     let dir = tempfile::tempdir().unwrap();
     tiny_data(dir.path());
@@ -530,7 +477,10 @@ fn prompt_wording_follows_the_category_and_the_answer_request_is_plain() {
     assert_eq!(req.messages, [Message::user(it.instruction.clone())]);
     assert_eq!(req.sampling.max_tokens, 321);
     assert_eq!(req.sampling.temperature, 0.0);
-    assert_eq!(req.sampling.seed, unit_seed(&it.id, "followbench/answer"));
+    assert_eq!(
+        req.sampling.seed,
+        demorecon_judge::ask::unit_seed(&it.id, "followbench/answer")
+    );
     let ids: BTreeSet<u64> = bench
         .items()
         .iter()

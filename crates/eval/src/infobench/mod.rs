@@ -27,11 +27,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use demorecon_judge::PromptSet;
-use demorecon_judge::ask::unit_seed;
-use demorecon_llm::{ChatRequest, Message, Sampling};
+use demorecon_llm::{ChatRequest, Message};
 use serde::Deserialize;
 
-use crate::bench::{BenchError, Benchmark, Judge, Responses};
+use crate::bench::{BenchError, Benchmark, Judge, Responses, greedy_request};
 use crate::record::{ItemRecord, Summary};
 
 pub use files::{read_judgements, read_responses};
@@ -228,15 +227,13 @@ impl Benchmark for InfoBench {
     }
 
     fn request(&self, item: &Item, max_tokens: u32) -> ChatRequest {
-        let mut req = ChatRequest::new(vec![Message::user(item.prompt())]);
-        req.sampling = Sampling {
-            temperature: 0.0,
+        greedy_request(
+            vec![Message::user(item.prompt())],
             max_tokens,
-            seed: unit_seed(&item.id, "infobench/answer"),
-            ..Sampling::default()
-        };
-        req.prompt_version = Some(ANSWER_PROMPT_VERSION.to_owned());
-        req
+            &item.id,
+            "infobench/answer",
+            Some(ANSWER_PROMPT_VERSION),
+        )
     }
 
     async fn score(
@@ -386,7 +383,7 @@ mod tests {
         assert_eq!((drfr.num, drfr.den), (Some(1.0), Some(3.0)));
         assert_eq!(summary.unparsed, 1);
         assert_eq!(summary.details["not_asked"], 1);
-        assert_eq!(model.seen.lock().unwrap().len(), 3);
+        assert_eq!(model.seen().len(), 3);
         assert!(
             summary
                 .judge

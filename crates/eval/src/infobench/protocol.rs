@@ -106,10 +106,8 @@ pub async fn converse(
 pub(crate) mod tests {
     use super::*;
     use crate::infobench::tests::item;
-    use demorecon_llm::{
-        BackendIdentity, ChatModel, ChatResponse, FinishReason, LlmError, Role, TokenSink, Usage,
-    };
-    use std::sync::{Arc, Mutex};
+    use demorecon_llm::Role;
+    use std::sync::Arc;
 
     #[test]
     fn replies_parse_like_the_reference() {
@@ -137,52 +135,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// Answers from a script, one reply per call, and keeps every request.
-    pub(crate) struct Scripted {
-        replies: Mutex<Vec<String>>,
-        pub(crate) seen: Mutex<Vec<ChatRequest>>,
-    }
-
-    impl Scripted {
-        pub(crate) fn new(replies: &[&str]) -> Arc<Self> {
-            Arc::new(Scripted {
-                replies: Mutex::new(replies.iter().rev().map(|s| s.to_string()).collect()),
-                seen: Mutex::new(Vec::new()),
-            })
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ChatModel for Scripted {
-        fn identity(&self) -> BackendIdentity {
-            BackendIdentity {
-                kind: "scripted".into(),
-                model: "judge".into(),
-                detail: String::new(),
-            }
-        }
-
-        async fn chat(
-            &self,
-            req: &ChatRequest,
-            _stream: Option<TokenSink>,
-        ) -> Result<ChatResponse, LlmError> {
-            self.seen.lock().unwrap().push(req.clone());
-            let text = self
-                .replies
-                .lock()
-                .unwrap()
-                .pop()
-                .ok_or_else(|| LlmError::Model("script ran out".into()))?;
-            Ok(ChatResponse {
-                text,
-                finish_reason: FinishReason::Stop,
-                usage: Usage::default(),
-                model: "judge-1".into(),
-                cached: false,
-            })
-        }
-    }
+    pub(crate) use demorecon_testkit::scripted::Scripted;
 
     fn judge_of(model: &Arc<Scripted>, prompts: &PromptSet) -> Judge {
         Judge::new(model.clone(), None, prompts.version(NAME))
@@ -208,7 +161,7 @@ pub(crate) mod tests {
         assert_eq!(verdicts, vec![Some(true), Some(false), Some(true)]);
         assert_eq!(raw, vec!["YES", "No, it is long.", "yes"]);
 
-        let seen = model.seen.lock().unwrap();
+        let seen = model.seen();
         assert_eq!(seen.len(), 3);
         let first = &seen[0].messages;
         assert_eq!(first.len(), 1);
@@ -262,7 +215,7 @@ pub(crate) mod tests {
         let (verdicts, raw) = converse(&prompts, &judge, &it, "out", 64).await.unwrap();
         assert_eq!(verdicts, vec![Some(true), None]);
         assert_eq!(raw, vec!["Yes", "It depends."]);
-        assert_eq!(model.seen.lock().unwrap().len(), 2);
+        assert_eq!(model.seen().len(), 2);
     }
 
     #[tokio::test]
@@ -274,7 +227,7 @@ pub(crate) mod tests {
         converse(&prompts, &judge, &it, "the output", 64)
             .await
             .unwrap();
-        let seen = model.seen.lock().unwrap();
+        let seen = model.seen();
         let text = &seen[0].messages[0].content;
         assert!(!text.contains("Input:\n"), "{text}");
         assert!(
