@@ -239,7 +239,7 @@ impl Context {
     }
 
     /// A role's spec as a short label for summaries and reports: `embedded`,
-    /// `embedded:FILE.gguf` or `MODEL@URL` (the first replica; never a key).
+    /// `embedded:PATH` (as given) or `MODEL@URL` (the first replica; never a key).
     pub fn spec_label(
         &self,
         role: RoleName,
@@ -249,10 +249,7 @@ impl Context {
             BackendSpec::Embedded { model_path: None } => "embedded".into(),
             BackendSpec::Embedded {
                 model_path: Some(p),
-            } => format!(
-                "embedded:{}",
-                p.file_name().unwrap_or_default().to_string_lossy()
-            ),
+            } => format!("embedded:{}", p.display()),
             BackendSpec::Endpoint(cfg) => format!(
                 "{}@{}",
                 cfg.model,
