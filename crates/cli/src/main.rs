@@ -5,6 +5,7 @@
 mod cmd_cache;
 mod cmd_chat;
 mod cmd_eval;
+mod cmd_export;
 mod cmd_model;
 mod cmd_report;
 mod cmd_run;
@@ -47,6 +48,9 @@ enum Command {
     Serve(cmd_serve::ServeArgs),
     /// Fine-tune the embedded model family with LoRA: SFT, DPO or both in one loss.
     Train(cmd_train::TrainArgs),
+    /// Export a finished run for TRL, LLaMA-Factory, axolotl or OpenRLHF: their own SFT, DPO
+    /// and KTO rows, Parquet, an SFT+DPO config and a dataset card.
+    Export(cmd_export::ExportArgs),
     /// Score a model on a benchmark: IFEval, FGIV-Eval, InFoBench, FollowBench.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
@@ -86,6 +90,7 @@ fn main() -> std::process::ExitCode {
             Command::Train(args) => cmd_train::run(args, &ctx),
             Command::Eval(cmd) => cmd_eval::run(cmd, &ctx).await,
             Command::Report(args) => cmd_report::run(args),
+            Command::Export(args) => cmd_export::run(args),
             Command::Model(cmd) => cmd_model::run(cmd),
             Command::Cache(cmd) => cmd_cache::run(cmd, &ctx),
         };

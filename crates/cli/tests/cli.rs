@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 
 #[path = "cli/eval.rs"]
 mod eval;
+#[path = "cli/export.rs"]
+mod export;
 #[path = "cli/pipeline.rs"]
 mod pipeline;
 #[path = "cli/train.rs"]
