@@ -135,8 +135,8 @@ pub struct InfobenchArgs {
     /// `id` and `eval`, a list of true/false/null); no model is called.
     #[arg(long, value_name = "FILE", conflicts_with = "model")]
     pub judgements: Option<PathBuf>,
-    /// Score only the first N instructions (a fixed slice).
-    #[arg(long, value_name = "N")]
+    /// Score only the first N instructions (a fixed slice; not with --judgements).
+    #[arg(long, value_name = "N", conflicts_with = "judgements")]
     pub limit: Option<usize>,
     #[command(flatten)]
     pub generation: GenerationArgs,
@@ -417,9 +417,6 @@ async fn run_fgiv(args: FgivArgs, ctx: &Context) -> anyhow::Result<()> {
 async fn run_infobench(args: InfobenchArgs, ctx: &Context) -> anyhow::Result<()> {
     let mut bench =
         infobench::InfoBench::load(&args.input, prompt_set(args.generation.prompts.as_deref())?)?;
-    if let Some(n) = args.limit {
-        bench.truncate(n);
-    }
     let out = args
         .common
         .out
@@ -428,10 +425,23 @@ async fn run_infobench(args: InfobenchArgs, ctx: &Context) -> anyhow::Result<()>
     let (summary, items) = if let Some(path) = &args.judgements {
         bench.from_judgements(path)?
     } else {
+        // A given file is joined to every item first (so it is checked whole), then the slice
+        // is taken from both.
         let responses = match &args.responses {
-            Some(path) => bench.given_responses(path)?,
+            Some(path) => match bench.given_responses(path)? {
+                Responses::Given { source, mut texts } => {
+                    if let Some(n) = args.limit {
+                        texts.truncate(n);
+                    }
+                    Responses::Given { source, texts }
+                }
+                other => other,
+            },
             None => generate_with(ctx, args.generation.model.as_deref())?,
         };
+        if let Some(n) = args.limit {
+            bench.truncate(n);
+        }
         let judge = judge(ctx, &bench.prompt_version())?;
         bench::run(
             &bench,

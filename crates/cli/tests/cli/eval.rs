@@ -313,3 +313,107 @@ fn followbench_judges_a_slice_on_the_embedded_model_and_reruns_offline() {
         5
     );
 }
+
+/// An eval killed (SIGKILL) several times midway resumes from the cache: no process asks
+/// a question whose answer had reached the cache before it started, only calls in flight at a
+/// kill are made again, and the finished folder equals an uninterrupted run's, byte for byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_infobench_eval_resumes_without_asking_twice() {
+    use demorecon_testkit::{Fault, FaultServer};
+    use std::time::{Duration, Instant};
+
+    // A judge on loopback that answers YES after 30 ms: slow enough for kills to land midway.
+    let server = FaultServer::start_with(Vec::new(), |_, _| {
+        Fault::Stall(
+            Duration::from_millis(30),
+            Box::new(Fault::Reply("YES".into())),
+        )
+    })
+    .await;
+    let data = shared_data().join("infobench");
+    let tmp = tempfile::tempdir().unwrap();
+    let cmd = |cache: &Path, out: &Path| {
+        let mut c = bin();
+        c.arg("--cache")
+            .arg(cache)
+            .arg("--judge")
+            .arg(format!("judge@{}", server.base_url()))
+            .args([
+                "eval",
+                "infobench",
+                "--quiet",
+                "--concurrency",
+                "4",
+                "--limit",
+                "40",
+            ])
+            .arg("--input")
+            .arg(data.join("infobench.jsonl"))
+            .arg("--responses")
+            .arg(data.join("third_party_gpt4_outputs_with_gpt4_eval.jsonl"))
+            .arg("-o")
+            .arg(out);
+        c
+    };
+    let reference = tmp.path().join("reference");
+    ok(cmd(&tmp.path().join("ref.sqlite"), &reference)
+        .output()
+        .unwrap());
+    let reference_requests = server.requests();
+
+    let cache = tmp.path().join("killed.sqlite");
+    let out = tmp.path().join("killed");
+    let mut epochs = Vec::new();
+    let mut kills = 0;
+    for wait_ms in [250u64, 400, 550, 700] {
+        epochs.push((server.requests(), super::pipeline::answered(&cache)));
+        let mut child = cmd(&cache, &out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let mut exited = false;
+        while started.elapsed() < Duration::from_millis(wait_ms) {
+            if child.try_wait().unwrap().is_some() {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if exited {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    epochs.push((server.requests(), super::pipeline::answered(&cache)));
+    ok(cmd(&cache, &out).output().unwrap());
+    assert!(kills >= 1, "no kill landed before the eval finished");
+
+    let log = server.log();
+    for (i, (start, answered_before)) in epochs.iter().enumerate() {
+        let end = epochs.get(i + 1).map_or(log.len(), |e| e.0);
+        for rec in &log[*start..end] {
+            let key = super::pipeline::messages_key(&rec.body["messages"]);
+            assert!(
+                !answered_before.contains(&key),
+                "process {i} asked again a question the cache had answered"
+            );
+        }
+    }
+    let extra = (log.len() - reference_requests).saturating_sub(reference_requests);
+    assert!(
+        extra <= kills * server.peak_in_flight(),
+        "{extra} repeated requests with {kills} kills (peak in flight {})",
+        server.peak_in_flight()
+    );
+    for file in ["items.jsonl", "summary.json"] {
+        assert_eq!(
+            std::fs::read(reference.join(file)).unwrap(),
+            std::fs::read(out.join(file)).unwrap(),
+            "{file} differs from the uninterrupted run"
+        );
+    }
+}

@@ -331,7 +331,7 @@ async fn run_builds_every_file_byte_stable_and_stage_by_stage_equal() {
 }
 
 /// Request messages as one comparable string.
-fn messages_key(messages: &Value) -> String {
+pub(super) fn messages_key(messages: &Value) -> String {
     messages
         .as_array()
         .unwrap()
@@ -348,7 +348,7 @@ fn messages_key(messages: &Value) -> String {
 }
 
 /// The requests the cache holds answers for.
-fn answered(cache: &Path) -> HashSet<String> {
+pub(super) fn answered(cache: &Path) -> HashSet<String> {
     if !cache.exists() {
         return HashSet::new();
     }
