@@ -63,15 +63,7 @@ pub fn is_alpha(c: char) -> bool {
 /// `regex`'s `\b` at byte offset `at` of `s`: the characters on either side differ in being
 /// word characters. Out-of-range sides count as non-word.
 pub fn is_boundary(s: &str, at: usize) -> bool {
-    let before = s
-        .get(..at)
-        .and_then(|h| h.chars().next_back())
-        .is_some_and(is_word);
-    let after = s
-        .get(at..)
-        .and_then(|t| t.chars().next())
-        .is_some_and(is_word);
-    before != after
+    crate::pystr::boundary_with(s, at, is_word)
 }
 
 /// Number of `\w+` runs: IFEval's `count_words`, `len(RegexpTokenizer(r"\w+").tokenize(s))`.

@@ -112,14 +112,20 @@ pub fn is_lower(s: &str) -> bool {
 /// Python `re`'s `\b` at byte offset `at` of `s`: the characters on either side differ in
 /// being word characters (`\w`). Out-of-range sides count as non-word.
 pub fn is_boundary(s: &str, at: usize) -> bool {
+    boundary_with(s, at, is_word)
+}
+
+/// `\b` at byte offset `at` of `s` for a given notion of word character (stdlib `re`'s here,
+/// the `regex` module's in [`crate::pyregex`]).
+pub(crate) fn boundary_with(s: &str, at: usize, word: impl Fn(char) -> bool) -> bool {
     let before = s
         .get(..at)
         .and_then(|h| h.chars().next_back())
-        .is_some_and(is_word);
+        .is_some_and(&word);
     let after = s
         .get(at..)
         .and_then(|t| t.chars().next())
-        .is_some_and(is_word);
+        .is_some_and(&word);
     before != after
 }
 

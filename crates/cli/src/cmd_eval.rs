@@ -226,7 +226,6 @@ fn finish(
     mut written: Vec<PathBuf>,
 ) -> anyhow::Result<()> {
     written.extend(write_eval_dir(out, summary, items)?);
-    written.dedup();
     if json {
         println!("{}", serde_json::to_string_pretty(summary)?);
         return Ok(());
@@ -370,7 +369,8 @@ async fn run_ifeval(args: IfevalArgs, ctx: &Context) -> anyhow::Result<()> {
         written.push(path);
     }
     let ev = ifeval::bench::evaluation_from(&items);
-    written.extend(ifeval::write_outputs(&out, &ev)?);
+    // summary.json comes from `finish`: the common summary keeps the reference's fields.
+    written.extend(ifeval::write_row_files(&out, &ev)?);
     finish(&out, &summary, &items, json, written)
 }
 

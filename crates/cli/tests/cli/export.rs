@@ -43,16 +43,6 @@ fn seeds(dir: &Path) -> PathBuf {
     path
 }
 
-fn pipeline(server: &FaultServer, cache: &Path, args: &[&str]) -> std::process::Command {
-    let mut cmd = bin();
-    cmd.arg("--backend")
-        .arg(format!("scripted@{}", server.base_url()))
-        .arg("--cache")
-        .arg(cache)
-        .args(args);
-    cmd
-}
-
 fn export(run: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     bin()
         .arg("export")
@@ -80,13 +70,15 @@ fn rows(path: &Path) -> usize {
 async fn finished_run(tmp: &Path) -> PathBuf {
     let server = scripted().await;
     let run = tmp.join("run");
-    ok(pipeline(&server, &tmp.join("cache.sqlite"), &["run"])
-        .arg(seeds(tmp))
-        .arg("-o")
-        .arg(&run)
-        .args(["--eval-seeds", "1"])
-        .output()
-        .unwrap());
+    ok(
+        super::pipeline::run_cmd(&server, &tmp.join("cache.sqlite"), &["run"])
+            .arg(seeds(tmp))
+            .arg("-o")
+            .arg(&run)
+            .args(["--eval-seeds", "1"])
+            .output()
+            .unwrap(),
+    );
     run
 }
 
@@ -186,7 +178,7 @@ async fn an_unfinished_run_is_refused_with_its_pending_units_unless_partial() {
     let run = tmp.path().join("run");
     // Through stage 4 only, keeping the unverified pairs: every pair still waits for `verify`.
     ok(
-        pipeline(&server, &tmp.path().join("cache.sqlite"), &["respond"])
+        super::pipeline::run_cmd(&server, &tmp.path().join("cache.sqlite"), &["respond"])
             .arg(&run)
             .arg("--seeds")
             .arg(seeds(tmp.path()))

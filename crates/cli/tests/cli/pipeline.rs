@@ -123,7 +123,7 @@ fn write_seeds(dir: &Path) -> PathBuf {
     path
 }
 
-fn run_cmd(server: &FaultServer, cache: &Path, args: &[&str]) -> std::process::Command {
+pub(super) fn run_cmd(server: &FaultServer, cache: &Path, args: &[&str]) -> std::process::Command {
     let mut cmd = bin();
     cmd.arg("--backend")
         .arg(format!("scripted@{}", server.base_url()))

@@ -500,13 +500,21 @@ pub fn rows_jsonl(rows: &[RowResult]) -> String {
 /// Writes `eval_results_strict.jsonl`, `eval_results_loose.jsonl` and `summary.json` into `dir`
 /// (created if needed). Returns the paths written.
 pub fn write_outputs(dir: &Path, ev: &Evaluation) -> Result<Vec<PathBuf>, EvalError> {
-    std::fs::create_dir_all(dir).map_err(|source| EvalError::Write {
-        path: dir.into(),
-        source,
+    let mut written = write_row_files(dir, ev)?;
+    let summary = dir.join("summary.json");
+    write_file(&summary, |w| {
+        serde_json::to_writer_pretty(&mut *w, &ev.summary)?;
+        w.write_all(b"\n")
     })?;
+    written.push(summary);
+    Ok(written)
+}
+
+/// Writes the reference's two row files only (`eval_results_strict.jsonl`,
+/// `eval_results_loose.jsonl`), for callers that write their own summary.
+pub fn write_row_files(dir: &Path, ev: &Evaluation) -> Result<Vec<PathBuf>, EvalError> {
     let strict = dir.join("eval_results_strict.jsonl");
     let loose = dir.join("eval_results_loose.jsonl");
-    let summary = dir.join("summary.json");
     // The two row files are independent: write them side by side.
     let (r1, r2) = std::thread::scope(|scope| {
         let other = scope.spawn(|| write_file(&loose, |w| write_rows(w, &ev.loose)));
@@ -519,11 +527,7 @@ pub fn write_outputs(dir: &Path, ev: &Evaluation) -> Result<Vec<PathBuf>, EvalEr
     });
     r1?;
     r2?;
-    write_file(&summary, |w| {
-        serde_json::to_writer_pretty(&mut *w, &ev.summary)?;
-        w.write_all(b"\n")
-    })?;
-    Ok(vec![strict, loose, summary])
+    Ok(vec![strict, loose])
 }
 
 #[cfg(test)]
