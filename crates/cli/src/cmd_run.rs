@@ -67,6 +67,12 @@ pub struct StageArgs {
     /// Make quarantined units again (e.g. after an endpoint outage).
     #[arg(long)]
     pub retry_quarantined: bool,
+    /// Don't call the endpoints: write every call this round still needs into DIR as OpenAI
+    /// Batch input files (for OpenAI's Batch API or vLLM's run_batch), then `demorecon batch
+    /// import` the results and rerun the same command for the next round. Embedded roles
+    /// still answer in process.
+    #[arg(long, value_name = "DIR")]
+    pub batch: Option<PathBuf>,
 }
 
 /// Options of the datasets.
@@ -275,6 +281,10 @@ async fn execute(
         Some(dir) => PromptSet::with_overrides(dir)?,
         None => PromptSet::builtin(),
     };
+    let batch = match &args.batch {
+        Some(_) => Some(ctx.defer_to_batch()?),
+        None => None,
+    };
     let models = models(ctx)?;
     let shard = shard_of(args)?;
     let opts = Options {
@@ -296,9 +306,48 @@ async fn execute(
     // Publish whatever is done, also when the run stopped early: nothing done is lost.
     let report = folder.publish(&build_args.into(), &invocation(ctx, Some(started)))?;
     report_out(&report, build_args, ctx);
-    result.map_err(|e| {
+    let summary = result.map_err(|e| {
         anyhow::anyhow!("{e} (finished work is kept; rerun the same command to continue)")
-    })
+    })?;
+    if let (Some(dir), Some(batch)) = (&args.batch, batch) {
+        write_batch(dir, &batch, summary.deferred_units, ctx)?;
+    }
+    Ok(())
+}
+
+/// Writes this round's batch files and says what to do next.
+fn write_batch(
+    dir: &std::path::Path,
+    batch: &demorecon_llm::batch::BatchCollector,
+    deferred_units: u64,
+    ctx: &Context,
+) -> anyhow::Result<()> {
+    let Some(cache) = ctx.cache()? else {
+        anyhow::bail!("--batch needs the call cache");
+    };
+    let files = batch.write(dir, &cache)?;
+    if files.is_empty() {
+        eprintln!("batch: no call left to send; the run is complete");
+        return Ok(());
+    }
+    eprintln!(
+        "batch: {} request(s) for {deferred_units} pending unit(s), in {} file(s):",
+        batch.len(),
+        files.len()
+    );
+    for f in &files {
+        eprintln!(
+            "  {} ({} lines, model {})",
+            f.path.display(),
+            f.lines,
+            f.model
+        );
+    }
+    eprintln!(
+        "batch: run them (OpenAI Batch API with endpoint /v1/chat/completions, or vLLM's \
+         run_batch), then `demorecon batch import OUTPUT...` and rerun this command"
+    );
+    Ok(())
 }
 
 fn invocation(ctx: &Context, started: Option<Instant>) -> Invocation<'_> {

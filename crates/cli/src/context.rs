@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
 use demorecon_embedded::{EmbeddedChat, LoadOptions, WeightFormat};
+use demorecon_llm::batch::{BatchCollector, DeferredModel};
 use demorecon_llm::cache::{CacheCounts, CacheMode, CachedModel, CallCache};
 use demorecon_llm::ledger::{Ledger, LedgerSnapshot, MeteredModel};
 use demorecon_llm::openai::OpenAiChat;
@@ -107,6 +108,8 @@ pub struct Context {
     /// Embedded models by GGUF path (None = the default model), loaded once and shared by
     /// every role that uses them.
     embedded: Mutex<HashMap<Option<PathBuf>, EmbeddedChat>>,
+    /// Set by `--batch`: endpoint calls go here instead of to the endpoint.
+    batch: OnceLock<Arc<BatchCollector>>,
 }
 
 impl Context {
@@ -128,6 +131,7 @@ impl Context {
             ledger,
             cache: Mutex::new(None),
             embedded: Mutex::new(HashMap::new()),
+            batch: OnceLock::new(),
         })
     }
 
@@ -277,6 +281,17 @@ impl Context {
         Ok(model)
     }
 
+    /// From now on, models built for endpoint roles write their cache misses to the returned
+    /// collector instead of calling (`--batch`); embedded roles still answer in process.
+    pub fn defer_to_batch(&self) -> anyhow::Result<Arc<BatchCollector>> {
+        if self.global.no_cache || self.global.offline {
+            anyhow::bail!(
+                "--batch needs the call cache (its answers are imported into it): drop --no-cache / --offline"
+            );
+        }
+        Ok(self.batch.get_or_init(BatchCollector::new).clone())
+    }
+
     /// The backend alone, without cache or ledger (what `serve` wraps itself).
     pub fn backend(&self, spec: &BackendSpec) -> anyhow::Result<Arc<dyn ChatModel>> {
         Ok(match spec {
@@ -289,7 +304,13 @@ impl Context {
                 }
                 Arc::new(self.embedded(model_path.as_deref())?)
             }
-            BackendSpec::Endpoint(cfg) => Arc::new(OpenAiChat::new(cfg.clone())?),
+            BackendSpec::Endpoint(cfg) => {
+                let endpoint = OpenAiChat::new(cfg.clone())?;
+                match self.batch.get() {
+                    Some(batch) => Arc::new(DeferredModel::new(Arc::new(endpoint), batch.clone())),
+                    None => Arc::new(endpoint),
+                }
+            }
         })
     }
 

@@ -2,6 +2,7 @@
 //! `cmd_*` module and calls into the library crates; [`context::Context`] turns the global flags
 //! into configured models (roles, cache, ledger).
 
+mod cmd_batch;
 mod cmd_cache;
 mod cmd_chat;
 mod cmd_eval;
@@ -60,6 +61,9 @@ enum Command {
     /// Manage the embedded model (fetch, path).
     #[command(subcommand)]
     Model(cmd_model::ModelCommand),
+    /// Import the results of batch files written by `run --batch` into the call cache.
+    #[command(subcommand)]
+    Batch(cmd_batch::BatchCommand),
     /// Inspect the call cache; merge cache files (one per shard) into one.
     #[command(subcommand)]
     Cache(cmd_cache::CacheCommand),
@@ -93,6 +97,7 @@ fn main() -> std::process::ExitCode {
             Command::Export(args) => cmd_export::run(args),
             Command::Model(cmd) => cmd_model::run(cmd),
             Command::Cache(cmd) => cmd_cache::run(cmd, &ctx),
+            Command::Batch(cmd) => cmd_batch::run(cmd, &ctx),
         };
         ctx.print_usage_summary();
         result

@@ -16,6 +16,8 @@ use demorecon_llm::{ChatModel, ChatRequest, Message, ResponseFormat};
 use demorecon_testkit::shared::{read_jsonl, shared_data};
 use serde_json::{Value, json};
 
+#[path = "cli/batch.rs"]
+mod batch;
 #[path = "cli/eval.rs"]
 mod eval;
 #[path = "cli/export.rs"]

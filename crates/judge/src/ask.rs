@@ -45,7 +45,8 @@ pub struct Failure {
 /// Why an ask did not give an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {
-    /// Going on cannot help (budget, offline miss, cache I/O): stop; a rerun resumes.
+    /// Going on cannot help (budget, offline miss, cache I/O) or the call went to a batch
+    /// file: stop this unit's work; a rerun resumes.
     #[error(transparent)]
     Stop(LlmError),
     /// A prompt file does not render (a broken `--prompts` override): stop.
@@ -56,11 +57,15 @@ pub enum AskError {
     Failed(Failure),
 }
 
-/// Errors that no amount of going on can fix.
+/// Errors that no amount of going on can fix, and calls deferred to a batch file (the unit
+/// is not failed, only not done yet).
 pub fn stops_the_job(err: &LlmError) -> bool {
     matches!(
         err,
-        LlmError::OfflineMiss { .. } | LlmError::BudgetExceeded { .. } | LlmError::Cache(_)
+        LlmError::OfflineMiss { .. }
+            | LlmError::BudgetExceeded { .. }
+            | LlmError::Cache(_)
+            | LlmError::Deferred { .. }
     )
 }
 

@@ -71,6 +71,13 @@ impl std::fmt::Debug for CallCache {
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 fn db_err(path: &Path, err: rusqlite::Error) -> LlmError {
     LlmError::Cache(format!("{}: {err}", path.display()))
 }
@@ -102,6 +109,13 @@ impl CallCache {
                             request TEXT NOT NULL,
                             response TEXT NOT NULL,
                             created_unix INTEGER NOT NULL
+                        );
+                        CREATE TABLE IF NOT EXISTS batch_pending (
+                            key TEXT PRIMARY KEY,
+                            backend TEXT NOT NULL,
+                            model TEXT NOT NULL,
+                            request TEXT NOT NULL,
+                            written_unix INTEGER NOT NULL
                         );",
                     )
                 });
@@ -182,10 +196,7 @@ impl CallCache {
     ) -> Result<(), LlmError> {
         let request = serde_json::to_string(req).map_err(|e| LlmError::Cache(e.to_string()))?;
         let response = serde_json::to_string(resp).map_err(|e| LlmError::Cache(e.to_string()))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = unix_now();
         let conn = self.lock();
         conn.execute(
             "INSERT OR IGNORE INTO calls (key, backend, model, request, response, created_unix)
@@ -194,6 +205,67 @@ impl CallCache {
         )
         .map_err(|e| db_err(&self.path, e))?;
         Ok(())
+    }
+
+    /// Records requests written to a batch file, so their answers can be stored with the
+    /// request when the batch's results are imported ([`crate::batch::import`]). One
+    /// transaction; a request already recorded is kept.
+    pub fn defer<'a>(
+        &self,
+        requests: impl IntoIterator<Item = (&'a str, &'a BackendIdentity, &'a ChatRequest)>,
+    ) -> Result<(), LlmError> {
+        let now = unix_now();
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| db_err(&self.path, e))?;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO batch_pending (key, backend, model, request, written_unix)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| db_err(&self.path, e))?;
+            for (key, identity, req) in requests {
+                let request =
+                    serde_json::to_string(req).map_err(|e| LlmError::Cache(e.to_string()))?;
+                insert
+                    .execute(params![key, identity.kind, identity.model, request, now])
+                    .map_err(|e| db_err(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| db_err(&self.path, e))
+    }
+
+    /// Whether `key` was written to a batch and has no answer yet.
+    pub fn is_pending(&self, key: &str) -> Result<bool, LlmError> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT 1 FROM batch_pending WHERE key = ?1",
+            params![key],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|row| row.is_some())
+        .map_err(|e| db_err(&self.path, e))
+    }
+
+    /// Stores the answer to a request that was written to a batch, and forgets that it was
+    /// pending. Returns false (and stores nothing) when `key` is not pending.
+    pub fn resolve(&self, key: &str, resp: &ChatResponse) -> Result<bool, LlmError> {
+        let response = serde_json::to_string(resp).map_err(|e| LlmError::Cache(e.to_string()))?;
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| db_err(&self.path, e))?;
+        let stored = tx
+            .execute(
+                "INSERT OR IGNORE INTO calls (key, backend, model, request, response, created_unix)
+                 SELECT key, backend, model, request, ?2, ?3 FROM batch_pending WHERE key = ?1",
+                params![key, response, unix_now()],
+            )
+            .map_err(|e| db_err(&self.path, e))?;
+        let was_pending = tx
+            .execute("DELETE FROM batch_pending WHERE key = ?1", params![key])
+            .map_err(|e| db_err(&self.path, e))?;
+        tx.commit().map_err(|e| db_err(&self.path, e))?;
+        Ok(stored > 0 || was_pending > 0)
     }
 
     /// Number of stored answers.

@@ -3,9 +3,11 @@
 //! One trait, [`ChatModel`], with plain request/response types; backends implement it
 //! (the OpenAI-compatible client here, the embedded candle model in `demorecon-embedded`),
 //! and wrappers add behaviour by implementing it again around an inner model: the
-//! content-addressed [`cache`] and the token/cost [`ledger`]. [`roles`] turns flags, env and a
+//! content-addressed [`cache`] and the token/cost [`ledger`]; [`batch`] writes calls to batch
+//! files instead of sending them and imports the answers. [`roles`] turns flags, env and a
 //! TOML file into one configured model per role.
 
+pub mod batch;
 pub mod cache;
 pub mod home;
 pub mod ledger;

@@ -323,6 +323,12 @@ impl OpenAiChat {
         }
     }
 
+    /// The request body a batch file carries for `req`: what a direct call sends to a server
+    /// that accepts `json_schema` (batch servers do), without streaming.
+    pub fn batch_body(&self, req: &ChatRequest) -> Value {
+        self.build_body(req, FormatLevel::JsonSchema, false)
+    }
+
     fn build_body(&self, req: &ChatRequest, format: FormatLevel, streaming: bool) -> Value {
         let mut messages: Vec<Message> = req.messages.clone();
         let mut response_format = Value::Null;
@@ -559,7 +565,9 @@ fn finish_reason(v: Option<&str>) -> FinishReason {
     }
 }
 
-fn parse_completion(endpoint: &str, bytes: &[u8]) -> Result<ChatResponse, LlmError> {
+/// Reads a chat completion body (as a server returns it, or as a batch output line carries
+/// it); `endpoint` names the source in errors.
+pub fn parse_completion(endpoint: &str, bytes: &[u8]) -> Result<ChatResponse, LlmError> {
     #[derive(Deserialize)]
     struct WireMessage {
         content: Option<String>,

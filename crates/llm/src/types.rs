@@ -160,6 +160,10 @@ pub enum LlmError {
     )]
     OfflineMiss { hash: String },
     #[error(
+        "request {hash} was written to a batch file instead of being sent; import the batch's results and rerun"
+    )]
+    Deferred { hash: String },
+    #[error(
         "budget of ${budget_usd:.4} reached (spent ${spent_usd:.4}, next call estimated ${next_usd:.4}); rerun with a higher --budget-usd to continue"
     )]
     BudgetExceeded {

@@ -244,19 +244,22 @@ impl RunFolder {
     }
 
     /// Runs the pipeline over the folder's seeds (its shard's) through `opts.through`, and
-    /// records how far it finished. Everything done before an error stays in the state.
+    /// records how far it finished — not at all while units wait on a batch file. Everything
+    /// done before an error stays in the state.
     pub async fn execute(
         &self,
         models: &Models,
         prompts: &PromptSet,
         opts: &Options,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<runner::Summary, PipelineError> {
         let before = self.finished_through().map_err(other)?;
         self.state.set_meta(meta::FINISHED, "")?;
-        runner::execute(&self.state, models, prompts, opts).await?;
-        let through = before.map_or(opts.through, |b| b.max(opts.through));
-        self.state.set_meta(meta::FINISHED, through.name())?;
-        Ok(())
+        let summary = runner::execute(&self.state, models, prompts, opts).await?;
+        if summary.deferred_units == 0 {
+            let through = before.map_or(opts.through, |b| b.max(opts.through));
+            self.state.set_meta(meta::FINISHED, through.name())?;
+        }
+        Ok(summary)
     }
 
     /// Writes every file of the folder and its manifest from the state (the folder's shard

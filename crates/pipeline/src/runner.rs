@@ -7,13 +7,17 @@
 //! cache underneath the models, a killed run resumes without repeating a call that had
 //! answered, and — because results are keyed, not appended — without torn or duplicate rows.
 //! Step names, roles, progress bars and how far a command goes are read from [`crate::graph`].
+//!
+//! A unit whose call went to a batch file (`--batch`) is neither done nor failed: it stays
+//! pending, its downstream steps wait for the next round, and every other unit goes on.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use demorecon_data::{RunState, Seed, records::variant_id};
-use demorecon_llm::ChatModel;
+use demorecon_llm::{ChatModel, LlmError};
 use futures::{StreamExt, TryStreamExt, future::join_all};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Serialize, de::DeserializeOwned};
@@ -142,6 +146,30 @@ impl Progress {
     }
 }
 
+/// A unit's result as this round sees it.
+enum Got<T> {
+    /// Stored (now or by an earlier round).
+    Stored(Outcome<T>),
+    /// Its call went to a batch file; nothing is stored and nothing downstream runs.
+    Deferred,
+}
+
+impl<T> Got<T> {
+    fn done(&self) -> Option<&T> {
+        match self {
+            Got::Stored(outcome) => outcome.done(),
+            Got::Deferred => None,
+        }
+    }
+}
+
+/// What one pass over the seeds did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Units left pending because their calls went to a batch file.
+    pub deferred_units: u64,
+}
+
 /// Everything a stage needs for one unit.
 pub struct Cx<'a> {
     pub models: &'a Models,
@@ -149,6 +177,7 @@ pub struct Cx<'a> {
     pub opts: &'a Options,
     state: &'a RunState,
     progress: &'a Progress,
+    deferred: AtomicU64,
 }
 
 impl Cx<'_> {
@@ -168,7 +197,7 @@ impl Cx<'_> {
         unit: &str,
         step: Typed<T>,
         make: impl Future<Output = Result<T, StepFailure>>,
-    ) -> Result<Outcome<T>, PipelineError> {
+    ) -> Result<Got<T>, PipelineError> {
         let stage = step.name;
         let stored = match self.state.get(unit, stage)? {
             Some(value) => value,
@@ -176,6 +205,10 @@ impl Cx<'_> {
                 let outcome = match make.await {
                     Ok(t) => Outcome::Done(t),
                     Err(StepFailure::Quarantine(q)) => Outcome::Quarantined(q),
+                    Err(StepFailure::Fatal(PipelineError::Llm(LlmError::Deferred { .. }))) => {
+                        self.deferred.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Got::Deferred);
+                    }
                     Err(StepFailure::Fatal(e)) => return Err(e),
                 };
                 let value = serde_json::to_value(&outcome).expect("records serialise");
@@ -183,7 +216,7 @@ impl Cx<'_> {
             }
         };
         self.progress.done(step);
-        serde_json::from_value(stored).map_err(|e| {
+        serde_json::from_value(stored).map(Got::Stored).map_err(|e| {
             PipelineError::Other(format!(
                 "{}: the stored {stage} result of {unit} is unreadable ({e}); was the run made by another version?",
                 self.state.path().display()
@@ -230,7 +263,7 @@ impl Cx<'_> {
         let seed_response = seed_response?;
         let variants: Vec<Option<(Variant, Option<String>)>> =
             variants.into_iter().collect::<Result<_, _>>()?;
-        let Some(seed_response) = seed_response.as_ref().and_then(|o| o.done()) else {
+        let Some(seed_response) = seed_response.as_ref().and_then(Got::done) else {
             return Ok(());
         };
         // FGIV-R and verification need the seed's response.
@@ -308,7 +341,7 @@ pub async fn execute(
     models: &Models,
     prompts: &PromptSet,
     opts: &Options,
-) -> Result<(), PipelineError> {
+) -> Result<Summary, PipelineError> {
     let seeds: Vec<Seed> = state
         .seeds()?
         .into_iter()
@@ -321,6 +354,7 @@ pub async fn execute(
         opts,
         state,
         progress: &progress,
+        deferred: AtomicU64::new(0),
     };
     let result = futures::stream::iter(seeds.iter())
         .map(|seed| cx.process_seed(seed))
@@ -328,5 +362,7 @@ pub async fn execute(
         .try_for_each(|()| async { Ok(()) })
         .await;
     progress.finish();
-    result
+    result.map(|()| Summary {
+        deferred_units: cx.deferred.load(Ordering::Relaxed),
+    })
 }

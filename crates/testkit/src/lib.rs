@@ -8,8 +8,10 @@
 //! the shared benchmark data the tests read in place. [`instant`] is the opposite of
 //! `FaultServer`: an endpoint that answers every request at once and correctly (JSON that
 //! validates against the request's schema, built by [`synth`]), served by the
-//! `instant-endpoint` binary for pipeline throughput benchmarks.
+//! `instant-endpoint` binary for pipeline throughput benchmarks. [`batch`] plays a batch
+//! service: it answers batch input files with result files in OpenAI's or vLLM's form.
 
+pub mod batch;
 pub mod instant;
 pub mod scripted;
 pub mod shared;
@@ -210,7 +212,9 @@ async fn completions(
     act(fault, &body, streaming)
 }
 
-fn completion_json(body: &Value, text: &str) -> Value {
+/// The chat completion this server returns for `body` with `text` as the answer (usage
+/// estimated from the lengths, the model echoed).
+pub fn completion_json(body: &Value, text: &str) -> Value {
     let prompt_chars: usize = body["messages"]
         .as_array()
         .map(|m| {

@@ -72,7 +72,7 @@ pub fn scripted_reply(body: &Value) -> String {
     }
 }
 
-async fn scripted_server(stall: Duration) -> FaultServer {
+pub(super) async fn scripted_server(stall: Duration) -> FaultServer {
     FaultServer::start_with(Vec::new(), move |body, _| {
         let reply = Fault::Reply(scripted_reply(body));
         if stall.is_zero() {
@@ -86,7 +86,7 @@ async fn scripted_server(stall: Duration) -> FaultServer {
 
 /// Sixteen seeds: nine with four requirements (FGIV-Eval candidates), four with three, one
 /// with a response of its own, one the filter drops, one too simple to vary.
-fn write_seeds(dir: &Path) -> PathBuf {
+pub(super) fn write_seeds(dir: &Path) -> PathBuf {
     let topics = [
         "a harbour",
         "a library",
@@ -151,11 +151,11 @@ fn lines(run: &Path, file: &str) -> Vec<Value> {
         .collect()
 }
 
-fn manifest(run: &Path) -> Value {
+pub(super) fn manifest(run: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
 }
 
-fn assert_same_files(a: &Path, b: &Path) {
+pub(super) fn assert_same_files(a: &Path, b: &Path) {
     let (fa, fb) = (files(a), files(b));
     for f in DATA_FILES {
         assert!(
