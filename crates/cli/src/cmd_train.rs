@@ -1,5 +1,6 @@
-//! `demorecon train`: LoRA SFT + DPO on the embedded model family, in process on the CPU.
-//! Parsing and reporting only; the work is `demorecon_train::run`.
+//! `demorecon train`: LoRA SFT + DPO (or KTO) on the embedded model family, in process on the
+//! CPU. Parsing, finding a run folder's datasets, and reporting; the work is
+//! `demorecon_train::run`.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use anyhow::Context as _;
 use demorecon_train::loss::Mode;
 use demorecon_train::model::{LoraSpec, parse_targets};
 use demorecon_train::optim::AdamWConfig;
-use demorecon_train::trainer::TrainConfig;
+use demorecon_train::trainer::{EvalSplit, TrainConfig};
 use demorecon_train::{RunOptions, RunReport};
 
 use crate::context::Context;
@@ -16,16 +17,35 @@ use crate::context::Context;
 #[command(
     after_help = "Loss (sft+dpo): sigmoid DPO with --beta, plus --sft-weight × the mean NLL per token of the \
 chosen responses (TRL's rpo_alpha), on assistant tokens only; SFT rows add plain NLL. \
+KTO (kto, sft+kto): TRL's KTO loss on unpaired rows (--kto, or --dpo pairs unpaired), the reference point \
+estimated on mismatched prompt/completion pairs, weighted by --desirable-weight / --undesirable-weight. \
+`demorecon train RUN` trains on a pipeline run folder's datasets (--fgiv a, r or both). \
 Outputs in --out: adapter/ (PEFT: adapter_config.json + adapter_model.safetensors), model.gguf (merged; \
 `demorecon chat --model-path DIR/model.gguf`), metrics.jsonl, checkpoints/, train_config.json."
 )]
 pub struct TrainArgs {
+    /// A finished `demorecon run` folder: train on its datasets (SFT rows for --mode sft,
+    /// preference pairs otherwise), chosen with --fgiv.
+    #[arg(value_name = "RUN", conflicts_with_all = ["dpo", "sft", "kto"])]
+    pub run: Option<PathBuf>,
+    /// Which of the run's datasets: a (FGIV-A, answered directly), r (FGIV-R, revised from
+    /// the seed's response) or both.
+    #[arg(
+        long,
+        default_value = "both",
+        value_name = "a|r|both",
+        requires = "run"
+    )]
+    pub fgiv: Fgiv,
     /// Preference pairs: TRL JSONL with `prompt`, `chosen`, `rejected` (message lists or strings).
     #[arg(long, value_name = "FILE")]
     pub dpo: Option<PathBuf>,
     /// SFT rows: JSONL with `messages` (or `prompt` + `completion`).
     #[arg(long, value_name = "FILE")]
     pub sft: Option<PathBuf>,
+    /// KTO rows: TRL's unpaired JSONL with `prompt`, `completion` and a boolean `label`.
+    #[arg(long, value_name = "FILE")]
+    pub kto: Option<PathBuf>,
     /// The model to adapt: `embedded` (SmolLM2-135M-Instruct, or the global --model-path) or a
     /// llama-family GGUF.
     #[arg(long, default_value = "embedded", value_name = "embedded|PATH.gguf")]
@@ -33,15 +53,21 @@ pub struct TrainArgs {
     /// Output folder (adapter, merged model, metrics, checkpoints).
     #[arg(long, short = 'o', value_name = "DIR")]
     pub out: PathBuf,
-    /// sft, dpo or sft+dpo.
+    /// sft, dpo, sft+dpo, kto or sft+kto.
     #[arg(long, default_value = "sft+dpo")]
     pub mode: Mode,
     /// DPO temperature β.
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
-    /// Weight of the chosen-response NLL next to DPO (TRL's rpo_alpha).
+    /// Weight of the chosen-response NLL next to DPO (TRL's rpo_alpha) or KTO.
     #[arg(long, default_value_t = 1.0)]
     pub sft_weight: f64,
+    /// KTO's weight on desirable rows.
+    #[arg(long, default_value_t = 1.0)]
+    pub desirable_weight: f64,
+    /// KTO's weight on undesirable rows.
+    #[arg(long, default_value_t = 1.0)]
+    pub undesirable_weight: f64,
     #[arg(long, default_value_t = 16)]
     pub lora_rank: usize,
     #[arg(long, default_value_t = 32.0)]
@@ -55,10 +81,29 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
     /// Linear warm-up steps before the cosine decay.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "warmup_ratio")]
     pub warmup_steps: usize,
+    /// Warm-up as a fraction of all optimiser steps (instead of --warmup-steps).
+    #[arg(long, value_name = "FRACTION")]
+    pub warmup_ratio: Option<f64>,
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
+    /// Stop after this many optimiser steps (the schedule decays to it).
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<usize>,
+    /// Hold out a slice for evaluation: a fraction in (0, 1) or a number of examples. Eval
+    /// loss (and reward accuracy) go to metrics.jsonl.
+    #[arg(long, value_name = "FRACTION|N")]
+    pub eval_split: Option<EvalSplit>,
+    /// Evaluate every N optimiser steps (default: once per epoch) and at the end.
+    #[arg(long, value_name = "N", requires = "eval_split")]
+    pub eval_steps: Option<usize>,
+    /// Stop when the eval loss has not improved for N evaluations, keeping the best adapter.
+    #[arg(long, value_name = "N", requires = "eval_split")]
+    pub early_stop_patience: Option<usize>,
+    /// Worker threads for the matrix work (default: every core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Pairs (or SFT rows) per micro-batch.
     #[arg(long, default_value_t = 2)]
     pub batch_size: usize,
@@ -102,8 +147,70 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+/// Which FGIV datasets of a run folder to train on.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fgiv {
+    A,
+    R,
+    Both,
+}
+
+/// The datasets of the finished run folder `run` for `mode`: `(dpo files, sft files)`.
+fn run_datasets(
+    run: &std::path::Path,
+    fgiv: Fgiv,
+    mode: Mode,
+) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let data = demorecon_export::run::read_run(run)?;
+    if !data.unfinished.is_empty() {
+        let u = &data.unfinished;
+        let first: Vec<String> = u
+            .pending
+            .iter()
+            .take(5)
+            .map(|p| format!("{} {}", p.stage, p.unit))
+            .collect();
+        anyhow::bail!(
+            "{} is not finished ({} unit(s) pending{}{}); rerun the pipeline on it first",
+            run.display(),
+            u.pending.len(),
+            if first.is_empty() {
+                String::new()
+            } else {
+                format!(", first: {}", first.join(", "))
+            },
+            u.shard
+                .as_ref()
+                .map(|s| format!("; it is shard {s}: merge the shards first"))
+                .unwrap_or_default()
+        );
+    }
+    let tags: &[&str] = match fgiv {
+        Fgiv::A => &["fgiv_a"],
+        Fgiv::R => &["fgiv_r"],
+        Fgiv::Both => &["fgiv_a", "fgiv_r"],
+    };
+    let kind = if mode == Mode::Sft { "sft" } else { "dpo" };
+    let files: Vec<PathBuf> = tags
+        .iter()
+        .map(|t| run.join("datasets").join(format!("{kind}_{t}.jsonl")))
+        .collect();
+    Ok(if mode == Mode::Sft {
+        (Vec::new(), files)
+    } else {
+        (files, Vec::new())
+    })
+}
+
 pub fn run(args: TrainArgs, ctx: &Context) -> anyhow::Result<()> {
     let home = demorecon_llm::home::data_home();
+    let (dpo, sft) = match &args.run {
+        Some(run) => run_datasets(run, args.fgiv, args.mode)?,
+        None => (
+            args.dpo.clone().into_iter().collect(),
+            args.sft.clone().into_iter().collect(),
+        ),
+    };
     let base = if args.base == "embedded" {
         match &ctx.global.model_path {
             Some(path) => path.clone(),
@@ -124,8 +231,10 @@ pub fn run(args: TrainArgs, ctx: &Context) -> anyhow::Result<()> {
         )
     };
     let opts = RunOptions {
-        dpo: args.dpo,
-        sft: args.sft,
+        dpo,
+        sft,
+        kto: args.kto.into_iter().collect(),
+        run: args.run,
         base,
         out: args.out,
         lora: LoraSpec {
@@ -138,9 +247,13 @@ pub fn run(args: TrainArgs, ctx: &Context) -> anyhow::Result<()> {
             mode: args.mode,
             beta: args.beta,
             sft_weight: args.sft_weight,
+            desirable_weight: args.desirable_weight,
+            undesirable_weight: args.undesirable_weight,
             lr: args.lr,
             warmup_steps: args.warmup_steps,
+            warmup_ratio: args.warmup_ratio,
             epochs: args.epochs,
+            max_steps: args.max_steps,
             batch_size: args.batch_size,
             grad_accum: args.grad_accum,
             max_grad_norm: args.max_grad_norm,
@@ -149,6 +262,9 @@ pub fn run(args: TrainArgs, ctx: &Context) -> anyhow::Result<()> {
                 ..AdamWConfig::default()
             },
             seed: args.seed,
+            eval_split: args.eval_split,
+            eval_steps: args.eval_steps,
+            early_stop_patience: args.early_stop_patience,
             save_steps: args.save_steps,
             keep_checkpoints: 2,
             stop_after: args.stop_after_steps,
@@ -165,6 +281,22 @@ pub fn run(args: TrainArgs, ctx: &Context) -> anyhow::Result<()> {
     }
     if opts.train.batch_size == 0 || opts.train.grad_accum == 0 || opts.train.epochs == 0 {
         anyhow::bail!("--batch-size, --grad-accum and --epochs must be at least 1");
+    }
+    if opts.train.max_steps == Some(0) || opts.train.eval_steps == Some(0) {
+        anyhow::bail!("--max-steps and --eval-steps must be at least 1");
+    }
+    if let Some(r) = opts.train.warmup_ratio
+        && !(0.0..1.0).contains(&r)
+    {
+        anyhow::bail!("--warmup-ratio must be in [0, 1), not {r}");
+    }
+    for (name, w) in [
+        ("--desirable-weight", opts.train.desirable_weight),
+        ("--undesirable-weight", opts.train.undesirable_weight),
+    ] {
+        if !(w.is_finite() && w >= 0.0) {
+            anyhow::bail!("{name} must be a non-negative number, not {w}");
+        }
     }
     let report = demorecon_train::run(&opts, &mut |line| eprintln!("{line}"))?;
     if args.json {
@@ -184,6 +316,7 @@ fn summary(opts: &RunOptions, report: &RunReport) -> serde_json::Value {
     serde_json::json!({
         "out": opts.out.display().to_string(),
         "pairs": report.pairs,
+        "kto_rows": report.kto_rows,
         "sft_rows": report.sft_rows,
         "sequences_truncated": report.truncation.sequences_truncated,
         "tokens_truncated": report.truncation.tokens_cut,
@@ -194,6 +327,8 @@ fn summary(opts: &RunOptions, report: &RunReport) -> serde_json::Value {
         "steps": report.outcome.steps_done,
         "total_steps": report.outcome.total_steps,
         "finished": report.outcome.finished,
+        "stopped_early_at_step": report.outcome.stopped_early,
+        "best_step": report.outcome.best_step,
         "first": metrics.first(),
         "last": metrics.last(),
         "adapter": path(&report.adapter_dir),
@@ -221,6 +356,14 @@ fn print_summary(opts: &RunOptions, report: &RunReport) {
             opt(first_dpo.and_then(|m| m.reward_margin)),
             opt(last_dpo.and_then(|m| m.reward_margin)),
         );
+    }
+    if let (Some(step), Some(best)) = (report.outcome.stopped_early, report.outcome.best_step) {
+        eprintln!(
+            "early stop after step {step}: the eval loss last improved at step {best}; kept that adapter"
+        );
+    }
+    if let Some(last_eval) = metrics.iter().rev().find_map(|m| m.eval_loss) {
+        eprintln!("eval loss (last evaluation): {last_eval:.4}");
     }
     if !report.outcome.finished {
         eprintln!(

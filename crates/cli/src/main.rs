@@ -48,7 +48,7 @@ enum Command {
     /// Serve a model over an OpenAI-compatible HTTP API.
     Serve(cmd_serve::ServeArgs),
     /// Fine-tune the embedded model family with LoRA: SFT, DPO or both in one loss.
-    Train(cmd_train::TrainArgs),
+    Train(Box<cmd_train::TrainArgs>),
     /// Export a finished run for TRL, LLaMA-Factory, axolotl or OpenRLHF: their own SFT, DPO
     /// and KTO rows, Parquet, an SFT+DPO config and a dataset card.
     Export(cmd_export::ExportArgs),
@@ -71,6 +71,14 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Train(args) = &cli.command
+        && let Some(threads) = args.threads
+    {
+        // candle's matrix code and rayon's pool read RAYON_NUM_THREADS when they start.
+        // SAFETY: no other thread exists yet (the async runtime is built below), so nothing
+        // reads the environment concurrently.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string()) };
+    }
     context::init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -91,7 +99,7 @@ fn main() -> std::process::ExitCode {
             Command::Merge(args) => cmd_run::merge(args, &ctx),
             Command::Chat(args) => cmd_chat::run(args, &ctx).await,
             Command::Serve(args) => cmd_serve::run(args, &ctx).await,
-            Command::Train(args) => cmd_train::run(args, &ctx),
+            Command::Train(args) => cmd_train::run(*args, &ctx),
             Command::Eval(cmd) => cmd_eval::run(cmd, &ctx).await,
             Command::Report(args) => cmd_report::run(args),
             Command::Export(args) => cmd_export::run(args),

@@ -5,13 +5,22 @@
 //! each a list of `{role, content}` messages — or its standard form with plain strings (a
 //! string prompt is a user turn, a string answer an assistant turn), or the implicit-prompt
 //! form where `chosen`/`rejected` are whole conversations. SFT rows (`--sft`) are `messages`
-//! lists (every assistant turn is trained on) or `prompt`/`completion` pairs.
+//! lists (every assistant turn is trained on) or `prompt`/`completion` pairs. KTO rows
+//! (`--kto`) are TRL's unpaired form — `prompt`, `completion` and a boolean `label`
+//! (desirable or not); in a KTO mode, preference pairs are unpaired into one desirable and
+//! one undesirable row, as TRL and `demorecon export` do.
+//!
+//! KTO's reference point compares each prompt with another example's completion. Each
+//! unpaired row gets a fixed partner — the next row (cyclically) with a different prompt —
+//! and its mismatched sequence is tokenized here once, so its reference log-probability can
+//! be cached like every other.
 //!
 //! Each assistant turn is found by rendering the conversation up to it with and without the
 //! generation prompt, so the labels are exactly the tokens the template puts after
 //! `<|im_start|>assistant\n`: the content, `<|im_end|>` and the newline after it, as TRL labels
 //! them. Pieces are tokenized separately at those boundaries, which sit on special tokens.
 
+use crate::loss::Mode;
 use anyhow::Context as _;
 use candle_core::quantized::gguf_file;
 use demorecon_embedded::template::ChatTemplate;
@@ -52,6 +61,13 @@ pub enum Example {
     },
     /// A demonstration, trained with NLL alone.
     Sft(Sequence),
+    /// One response, desirable or not (KTO), with the mismatched sequence (this prompt,
+    /// another row's completion) that its reference point is estimated on.
+    Kto {
+        seq: Sequence,
+        kl: Sequence,
+        desirable: bool,
+    },
 }
 
 impl Example {
@@ -60,6 +76,17 @@ impl Example {
         match self {
             Example::Pair { chosen, rejected } => chosen.ids.len() + rejected.ids.len(),
             Example::Sft(seq) => seq.ids.len(),
+            Example::Kto { seq, .. } => seq.ids.len(),
+        }
+    }
+
+    /// The sequences whose reference log-probabilities the loss needs, in the order
+    /// [`crate::trainer::References`] holds them.
+    pub fn reference_sequences(&self) -> Option<[&Sequence; 2]> {
+        match self {
+            Example::Pair { chosen, rejected } => Some([chosen, rejected]),
+            Example::Kto { seq, kl, .. } => Some([seq, kl]),
+            Example::Sft(_) => None,
         }
     }
 }
@@ -155,6 +182,12 @@ pub enum RawRow {
         /// Assistant turns before this index are context, not trained on.
         first_trained: usize,
     },
+    /// A KTO row: one completion, desirable or not.
+    Unpaired {
+        prompt: Vec<Message>,
+        completion: Vec<Message>,
+        desirable: bool,
+    },
 }
 
 fn messages(value: &Value, default_role: Role, field: &str) -> anyhow::Result<Vec<Message>> {
@@ -242,6 +275,31 @@ pub fn parse_sft(value: &Value) -> anyhow::Result<RawRow> {
     })
 }
 
+/// Parses one KTO row (TRL's unpaired preference form).
+pub fn parse_kto(value: &Value) -> anyhow::Result<RawRow> {
+    let field = |name: &str| {
+        value
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("missing `{name}`"))
+    };
+    let prompt = messages(field("prompt")?, Role::User, "prompt")?;
+    let completion = messages(field("completion")?, Role::Assistant, "completion")?;
+    let desirable = field("label")?
+        .as_bool()
+        .ok_or_else(|| anyhow::anyhow!("`label` must be true (desirable) or false"))?;
+    if prompt.is_empty() {
+        anyhow::bail!("the prompt is empty");
+    }
+    if !completion.iter().any(|m| m.role == Role::Assistant) {
+        anyhow::bail!("`completion` has no assistant message");
+    }
+    Ok(RawRow::Unpaired {
+        prompt,
+        completion,
+        desirable,
+    })
+}
+
 /// Reads a JSONL file with `parse` per non-empty line; errors name the file and line.
 pub fn read_jsonl(
     path: &Path,
@@ -253,13 +311,14 @@ pub fn read_jsonl(
         .collect()
 }
 
-/// Tokenizes rows and applies `--max-length` (tokens past it are dropped from the end).
-/// With `sft_only`, pairs contribute their chosen conversation as an SFT row.
+/// Tokenizes rows for `mode` and applies `--max-length` (tokens past it are dropped from the
+/// end). In SFT mode pairs contribute their chosen conversation as an SFT row; in the KTO
+/// modes pairs are unpaired (see the module docs).
 pub fn tokenize(
     encoder: &ChatEncoder,
     rows: &[RawRow],
     max_len: usize,
-    sft_only: bool,
+    mode: Mode,
 ) -> anyhow::Result<(Vec<Example>, TruncationReport)> {
     let mut report = TruncationReport::default();
     let mut out = Vec::with_capacity(rows.len());
@@ -271,23 +330,51 @@ pub fn tokenize(
         }
         seq
     };
+    let encode = |prompt: &[Message], answer: &[Message]| {
+        encoder.encode(&[prompt, answer].concat(), prompt.len())
+    };
+    // KTO rows wait until all are known: each needs another row's completion. Pairs unpair
+    // as TRL does, every chosen row before every rejected one, so each row's partner is
+    // another prompt's answer of the same kind.
+    let mut unpaired: Vec<(&[Message], &[Message], bool)> = Vec::new();
+    let mut later_rows: Vec<(&[Message], &[Message], bool)> = Vec::new();
     for row in rows {
         let example = match row {
             RawRow::Pair {
                 prompt,
                 chosen,
                 rejected,
+            } if mode.uses_kto() => {
+                unpaired.push((prompt, chosen, true));
+                later_rows.push((prompt, rejected, false));
+                continue;
+            }
+            RawRow::Unpaired {
+                prompt,
+                completion,
+                desirable,
             } => {
-                let encode = |answer: &[Message]| {
-                    encoder.encode(&[prompt.as_slice(), answer].concat(), prompt.len())
-                };
-                let c = fit(encode(chosen)?, &mut report);
-                if sft_only {
+                if !mode.uses_kto() {
+                    anyhow::bail!(
+                        "KTO rows (prompt, completion, label) train with --mode kto or sft+kto, not {}",
+                        mode.as_str()
+                    );
+                }
+                later_rows.push((prompt, completion, *desirable));
+                continue;
+            }
+            RawRow::Pair {
+                prompt,
+                chosen,
+                rejected,
+            } => {
+                let c = fit(encode(prompt, chosen)?, &mut report);
+                if mode == Mode::Sft {
                     Example::Sft(c)
                 } else {
                     Example::Pair {
                         chosen: c,
-                        rejected: fit(encode(rejected)?, &mut report),
+                        rejected: fit(encode(prompt, rejected)?, &mut report),
                     }
                 }
             }
@@ -296,15 +383,42 @@ pub fn tokenize(
                 first_trained,
             } => Example::Sft(fit(encoder.encode(messages, *first_trained)?, &mut report)),
         };
-        let trainable = match &example {
-            Example::Pair { chosen, rejected } => chosen.labelled() > 0 && rejected.labelled() > 0,
-            Example::Sft(seq) => seq.labelled() > 0,
-        };
-        if trainable {
-            out.push(example);
-        } else {
-            report.rows_dropped += 1;
+        push_trainable(&mut out, example, &mut report);
+    }
+    unpaired.append(&mut later_rows);
+    if !unpaired.is_empty() {
+        if unpaired.len() < 2 {
+            anyhow::bail!(
+                "KTO needs at least two rows: its reference point pairs each prompt with another row's completion"
+            );
+        }
+        let n = unpaired.len();
+        for (i, &(prompt, completion, desirable)) in unpaired.iter().enumerate() {
+            let partner = (1..n)
+                .map(|k| (i + k) % n)
+                .find(|&j| unpaired[j].0 != prompt)
+                .unwrap_or((i + 1) % n);
+            let example = Example::Kto {
+                seq: fit(encode(prompt, completion)?, &mut report),
+                kl: fit(encode(prompt, unpaired[partner].1)?, &mut report),
+                desirable,
+            };
+            push_trainable(&mut out, example, &mut report);
         }
     }
     Ok((out, report))
+}
+
+/// Keeps `example` if every sequence of it still has a token to train on after the cut.
+fn push_trainable(out: &mut Vec<Example>, example: Example, report: &mut TruncationReport) {
+    let trainable = match &example {
+        Example::Pair { chosen, rejected } => chosen.labelled() > 0 && rejected.labelled() > 0,
+        Example::Sft(seq) => seq.labelled() > 0,
+        Example::Kto { seq, kl, .. } => seq.labelled() > 0 && kl.labelled() > 0,
+    };
+    if trainable {
+        out.push(example);
+    } else {
+        report.rows_dropped += 1;
+    }
 }

@@ -6,7 +6,8 @@
 //!   template with assistant-token labels; `--max-length` cuts are counted.
 //! - [`model`] is the trainable llama (frozen f32 base from the GGUF, LoRA `Var`s), built from
 //!   the differentiable ops in [`ops`].
-//! - [`loss`] is sigmoid DPO + `sft_weight` × NLL of the chosen response (TRL's `rpo_alpha`).
+//! - [`loss`] is sigmoid DPO + `sft_weight` × NLL of the chosen response (TRL's `rpo_alpha`),
+//!   or KTO (+ NLL of the desirable responses) on unpaired rows.
 //! - [`refcache`] keeps the reference model's log-probabilities on disk across runs.
 //! - [`optim`] (AdamW, warm-up + cosine, clipping, seeded order), [`checkpoint`] and
 //!   [`trainer`] run the optimisation with exact resume.
@@ -80,8 +81,15 @@ use trainer::{TrainConfig, TrainOutcome};
 /// Everything `demorecon train` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub dpo: Option<PathBuf>,
-    pub sft: Option<PathBuf>,
+    /// Preference-pair files (TRL JSONL), read in order.
+    pub dpo: Vec<PathBuf>,
+    /// SFT files.
+    pub sft: Vec<PathBuf>,
+    /// KTO files (TRL's unpaired form).
+    pub kto: Vec<PathBuf>,
+    /// The pipeline run folder the files came from (`demorecon train RUN`), recorded in
+    /// `train_config.json`.
+    pub run: Option<PathBuf>,
     /// The base GGUF.
     pub base: PathBuf,
     pub out: PathBuf,
@@ -101,6 +109,7 @@ pub struct RunOptions {
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub pairs: usize,
+    pub kto_rows: usize,
     pub sft_rows: usize,
     pub truncation: TruncationReport,
     pub reference_reused: usize,
@@ -179,27 +188,46 @@ pub fn tokenizer_digest(content: &gguf_file::Content) -> String {
 /// Reads the data files `opts` names for its mode.
 pub fn read_rows(opts: &RunOptions) -> anyhow::Result<Vec<RawRow>> {
     let mode = opts.train.mode;
-    if opts.dpo.is_none() && opts.sft.is_none() {
-        anyhow::bail!("give --dpo FILE and/or --sft FILE");
+    if opts.dpo.is_empty() && opts.sft.is_empty() && opts.kto.is_empty() {
+        anyhow::bail!("give --dpo FILE, --kto FILE and/or --sft FILE (or a run folder)");
     }
-    if mode.uses_dpo() && opts.dpo.is_none() {
+    if !mode.uses_kto() && !opts.kto.is_empty() {
+        anyhow::bail!(
+            "--kto rows train with --mode kto or sft+kto, not {}",
+            mode.as_str()
+        );
+    }
+    if mode.uses_dpo() && opts.dpo.is_empty() {
         anyhow::bail!("--mode {} needs --dpo FILE", mode.as_str());
     }
-    if mode == Mode::Dpo && opts.sft.is_some() {
-        anyhow::bail!("--mode dpo trains on pairs only; use --mode sft+dpo to add --sft rows");
+    if mode.uses_kto() && opts.dpo.is_empty() && opts.kto.is_empty() {
+        anyhow::bail!(
+            "--mode {} needs --kto FILE or --dpo FILE (its pairs are unpaired)",
+            mode.as_str()
+        );
+    }
+    if matches!(mode, Mode::Dpo | Mode::Kto) && !opts.sft.is_empty() {
+        anyhow::bail!(
+            "--mode {0} trains on preference rows only; use --mode sft+{0} to add --sft rows",
+            mode.as_str()
+        );
     }
     let mut rows = Vec::new();
-    if let Some(path) = &opts.dpo {
+    for path in &opts.dpo {
         rows.extend(data::read_jsonl(path, data::parse_pair)?);
     }
-    if let Some(path) = &opts.sft {
+    for path in &opts.kto {
+        rows.extend(data::read_jsonl(path, data::parse_kto)?);
+    }
+    for path in &opts.sft {
         rows.extend(data::read_jsonl(path, data::parse_sft)?);
     }
     Ok(rows)
 }
 
-/// blake3 of the settings that shape the optimisation and of the tokenized data: a
-/// checkpoint only resumes a run with the same fingerprint.
+/// blake3 of everything that shapes the optimisation — the base, the LoRA spec, the whole
+/// [`TrainConfig`] as serialised (its skipped fields say why they are not here), the length
+/// cap — and of the tokenized data: a checkpoint only resumes a run with the same one.
 pub fn fingerprint(
     key: &ModelKey,
     lora: &LoraSpec,
@@ -207,23 +235,23 @@ pub fn fingerprint(
     max_length: usize,
     examples: &[Example],
 ) -> String {
+    #[derive(serde::Serialize)]
+    struct Identity<'a> {
+        base: &'a ModelKey,
+        lora: &'a LoraSpec,
+        train: &'a TrainConfig,
+        max_length: usize,
+        examples: usize,
+    }
+    let identity = Identity {
+        base: key,
+        lora,
+        train: cfg,
+        max_length,
+        examples: examples.len(),
+    };
     let mut h = blake3::Hasher::new();
-    let settings = format!(
-        "{key:?}|{lora:?}|{:?}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{max_length}",
-        cfg.mode,
-        cfg.beta,
-        cfg.sft_weight,
-        cfg.lr,
-        cfg.warmup_steps,
-        cfg.epochs,
-        cfg.batch_size,
-        cfg.grad_accum,
-        cfg.max_grad_norm,
-        cfg.seed,
-        cfg.adamw,
-        examples.len()
-    );
-    h.update(settings.as_bytes());
+    h.update(&serde_json::to_vec(&identity).expect("training settings serialise"));
     for e in examples {
         h.update(format!("{e:?}").as_bytes());
     }
@@ -235,15 +263,23 @@ pub fn run(opts: &RunOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<RunRe
     let rows = read_rows(opts)?;
     let base = Base::load(&opts.base)?;
     let mode = opts.train.mode;
-    let (examples, truncation) =
-        data::tokenize(&base.encoder, &rows, opts.max_length, mode == Mode::Sft)?;
+    let (examples, truncation) = data::tokenize(&base.encoder, &rows, opts.max_length, mode)?;
     let pairs = examples
         .iter()
         .filter(|e| matches!(e, Example::Pair { .. }))
         .count();
-    let sft_rows = examples.len() - pairs;
+    let kto_rows = examples
+        .iter()
+        .filter(|e| matches!(e, Example::Kto { .. }))
+        .count();
+    let sft_rows = examples.len() - pairs - kto_rows;
+    let kto_note = if kto_rows > 0 {
+        format!(", {kto_rows} KTO rows")
+    } else {
+        String::new()
+    };
     log(&format!(
-        "{} rows: {pairs} preference pairs, {sft_rows} SFT rows; --max-length {} cut {} \
+        "{} rows: {pairs} preference pairs{kto_note}, {sft_rows} SFT rows; --max-length {} cut {} \
          sequence(s), {} token(s) in all{}",
         rows.len(),
         opts.max_length,
@@ -272,7 +308,7 @@ pub fn run(opts: &RunOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<RunRe
         None => RefCache::in_memory(),
     };
     let before = cache.len();
-    let references = if mode.uses_dpo() {
+    let references = if mode.uses_reference() {
         trainer::reference_logps(
             &model,
             &examples,
@@ -284,8 +320,9 @@ pub fn run(opts: &RunOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<RunRe
         vec![None; examples.len()]
     };
     let reference_computed = cache.len() - before;
-    let reference_reused = 2 * pairs * usize::from(mode.uses_dpo()) - reference_computed;
-    if mode.uses_dpo() {
+    let reference_reused =
+        2 * (pairs + kto_rows) * usize::from(mode.uses_reference()) - reference_computed;
+    if mode.uses_reference() {
         log(&format!(
             "reference log-probs: {reference_reused} reused from the cache, {reference_computed} computed"
         ));
@@ -314,6 +351,7 @@ pub fn run(opts: &RunOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<RunRe
     }
     let mut report = RunReport {
         pairs,
+        kto_rows,
         sft_rows,
         truncation,
         reference_reused,
@@ -359,28 +397,36 @@ pub fn run(opts: &RunOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<RunRe
     Ok(report)
 }
 
+/// `train_config.json`: what was trained on (the run folder, each file with its blake3 and
+/// row count) and with which settings (the same [`TrainConfig`] the fingerprint covers).
 fn write_run_config(opts: &RunOptions, base: &Base) -> anyhow::Result<()> {
-    let cfg = &opts.train;
+    let files = |paths: &[PathBuf]| -> anyhow::Result<Vec<serde_json::Value>> {
+        paths
+            .iter()
+            .map(|p| {
+                let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                let rows = bytes
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                    .count();
+                Ok(serde_json::json!({
+                    "path": p.display().to_string(),
+                    "blake3": blake3::hash(&bytes).to_hex().to_string(),
+                    "rows": rows,
+                }))
+            })
+            .collect()
+    };
     let value = serde_json::json!({
         "base": base.path.display().to_string(),
         "base_sha256": base.key.model_sha256,
-        "dpo": opts.dpo.as_ref().map(|p| p.display().to_string()),
-        "sft": opts.sft.as_ref().map(|p| p.display().to_string()),
-        "mode": cfg.mode.as_str(),
-        "beta": cfg.beta,
-        "sft_weight": cfg.sft_weight,
-        "lr": cfg.lr,
-        "warmup_steps": cfg.warmup_steps,
-        "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size,
-        "grad_accum": cfg.grad_accum,
-        "max_grad_norm": cfg.max_grad_norm,
-        "weight_decay": cfg.adamw.weight_decay,
-        "seed": cfg.seed,
+        "run": opts.run.as_ref().map(|p| p.display().to_string()),
+        "dpo": files(&opts.dpo)?,
+        "sft": files(&opts.sft)?,
+        "kto": files(&opts.kto)?,
+        "train": &opts.train,
         "max_length": opts.max_length,
-        "lora_rank": opts.lora.rank,
-        "lora_alpha": opts.lora.alpha,
-        "lora_dropout": opts.lora.dropout,
+        "lora": &opts.lora,
         "lora_targets": opts.lora.targets.iter().map(|t| t.hf_name()).collect::<Vec<_>>(),
     });
     demorecon_io::write_json_pretty(&opts.out.join("train_config.json"), &value)?;

@@ -19,7 +19,7 @@ use std::io::{Read, Seek};
 use std::str::FromStr;
 
 /// A projection LoRA can adapt, named as PEFT names it in Hugging Face's `LlamaForCausalLM`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Target {
     Q,
     K,
@@ -119,7 +119,7 @@ pub fn parse_targets(list: &str) -> anyhow::Result<Vec<Target>> {
 }
 
 /// LoRA hyper-parameters.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LoraSpec {
     pub rank: usize,
     pub alpha: f64,

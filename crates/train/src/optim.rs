@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 /// AdamW hyper-parameters (PyTorch's defaults besides `lr` and `weight_decay`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct AdamWConfig {
     pub beta1: f64,
     pub beta2: f64,
@@ -109,6 +109,17 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0x5348_5546_464c_4500 ^ epoch as u64));
     order.shuffle(&mut rng);
     order
+}
+
+/// The examples held out for evaluation (`--eval-split`): `count` of them, drawn from the
+/// seed alone and returned in input order.
+pub fn held_out(n: usize, count: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0x4556_414c_0000_0000));
+    order.shuffle(&mut rng);
+    let mut picked = order[..count.min(n)].to_vec();
+    picked.sort_unstable();
+    picked
 }
 
 /// The dropout generator of optimiser step `step`, likewise a function of the seed and step.

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Identifies the reference model for cache keys.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ModelKey {
     pub model_sha256: String,
     pub tokenizer_digest: String,

@@ -6,9 +6,10 @@
 use candle_core::{Device, Tensor};
 use demorecon_train::data::{ChatEncoder, Example, Sequence};
 use demorecon_train::loss::Mode;
+use demorecon_train::loss::{KtoInputs, kto_loss};
 use demorecon_train::model::{Adapter, LoraSpec, Target, TokenBatch, TrainLlama};
 use demorecon_train::refcache::{ModelKey, RefCache};
-use demorecon_train::trainer::{self, MicroBatch, TrainConfig};
+use demorecon_train::trainer::{self, EvalSplit, MicroBatch, TrainConfig};
 use demorecon_train::{Base, RunOptions, export, tiny};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -279,8 +280,10 @@ fn chat_template_labels_exactly_the_assistant_turns() {
 
 fn options(dir: &Path, base: PathBuf, prefs: PathBuf, out: &str) -> RunOptions {
     RunOptions {
-        dpo: Some(prefs),
-        sft: None,
+        dpo: vec![prefs],
+        sft: Vec::new(),
+        kto: Vec::new(),
+        run: None,
         base,
         out: dir.join(out),
         lora: lora(8, &[Target::Q, Target::K, Target::V, Target::O], 0.0),
@@ -503,7 +506,7 @@ fn smollm2_labels_and_one_step_on_the_example_preferences() {
         demorecon_train::data::read_jsonl(&prefs, demorecon_train::data::parse_pair).unwrap();
     assert_eq!(rows.len(), 24);
     let (examples, report) =
-        demorecon_train::data::tokenize(&base.encoder, &rows[..1], 1024, false).unwrap();
+        demorecon_train::data::tokenize(&base.encoder, &rows[..1], 1024, Mode::SftDpo).unwrap();
     assert_eq!(report.sequences_truncated, 0);
     let Example::Pair { chosen, rejected } = &examples[0] else {
         panic!("not a pair")
@@ -559,4 +562,298 @@ fn smollm2_labels_and_one_step_on_the_example_preferences() {
     );
     assert!(second.loss < first.loss, "{first:?} {second:?}");
     assert!(second.reward_margin.unwrap() > 0.0, "{second:?}");
+}
+
+/// Unpaired rows over random tokens: each with a mismatched partner sharing its prompt.
+fn random_kto_examples(vocab: u32, seed: u64) -> Vec<Example> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut examples = Vec::new();
+    for (i, len) in [12usize, 9, 14, 10].into_iter().enumerate() {
+        let seq = random_seq(&mut rng, len, 4, vocab);
+        let mut kl = random_seq(&mut rng, 11, 4, vocab);
+        kl.ids[..4].copy_from_slice(&seq.ids[..4]);
+        examples.push(Example::Kto {
+            seq,
+            kl,
+            desirable: i % 2 == 0,
+        });
+    }
+    examples.push(Example::Sft(random_seq(&mut rng, 11, 3, vocab)));
+    examples
+}
+
+#[test]
+fn kto_starts_at_one_half_and_its_gradients_match_finite_differences() {
+    // At initialisation the policy is the reference: every log-ratio and the reference point
+    // are 0, so each row costs 1 − σ(0) = ½.
+    let fresh = random_model(&[Target::Q, Target::V], 6);
+    let examples = random_kto_examples(64, 12);
+    let mut cache = RefCache::in_memory();
+    let refs = trainer::reference_logps(&fresh, &examples, &key(), &mut cache, false).unwrap();
+    let picked: Vec<&Example> = examples.iter().collect();
+    let mb = MicroBatch::new(&picked, &refs).unwrap();
+    let kto = mb.kto.as_ref().expect("a KTO micro-batch");
+    assert_eq!(kto.desirable, [true, false, true, false]);
+    let cfg = TrainConfig {
+        mode: Mode::Kto,
+        ..TrainConfig::default()
+    };
+    let parts = trainer::micro_loss(&fresh, &mb, &cfg, None).unwrap();
+    assert!(
+        (parts.kto_loss.unwrap() - 0.5).abs() < 1e-6,
+        "{:?}",
+        parts.kto_loss
+    );
+    assert!(parts.kl.unwrap() < 1e-5, "{:?}", parts.kl);
+    assert!(parts.nll.is_none() && parts.dpo_loss.is_none());
+
+    // Gradients of sft+kto with unequal weights, the reference point held fixed (it is not
+    // differentiated), against central differences.
+    let model = random_model(
+        &[Target::Q, Target::K, Target::V, Target::O, Target::Down],
+        7,
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for (name, var) in model.lora_vars() {
+        if name.ends_with("lora_B") {
+            let values: Vec<f32> = (0..var.elem_count())
+                .map(|_| rng.random_range(-0.1..0.1))
+                .collect();
+            var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let mut cache = RefCache::in_memory();
+    let refs = trainer::reference_logps(&model, &examples, &key(), &mut cache, false).unwrap();
+    let mb = MicroBatch::new(&picked, &refs).unwrap();
+    let kto = mb.kto.as_ref().unwrap();
+    let kl = trainer::reference_point(&model, kto).unwrap();
+    let loss = || {
+        let logp = model.log_probs(&mb.batch, &mut Adapter::On(None)).unwrap();
+        let inputs = KtoInputs {
+            desirable: &kto.desirable,
+            reference: &mb.reference,
+            kl,
+            desirable_weight: 1.0,
+            undesirable_weight: 1.5,
+        };
+        kto_loss(&logp, &mb.spans, &inputs, Mode::SftKto, 0.5, 0.7).unwrap()
+    };
+    let parts = loss();
+    assert!(parts.nll.is_some() && parts.kto_loss.is_some());
+    let grads = parts.loss.backward().unwrap();
+    let mut checked = 0;
+    for (name, var) in &model.lora_vars() {
+        let g: Vec<f32> = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("{name} got no gradient"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        if !["layers.0.self_attn.q_proj", "layers.1.mlp.down_proj"]
+            .iter()
+            .any(|p| name.contains(p))
+        {
+            continue;
+        }
+        let largest = g.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let j = g.iter().position(|x| x.abs() == largest).unwrap();
+        let original: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let eps = 1e-2f32;
+        let at = |delta: f32| {
+            let mut values = original.clone();
+            values[j] += delta;
+            var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            loss().loss.to_scalar::<f32>().unwrap() as f64
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        var.set(&Tensor::from_vec(original, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+        let analytic = g[j] as f64;
+        assert!(
+            (numeric - analytic).abs() <= 0.03 * analytic.abs() + 1e-4,
+            "{name}[{j}]: analytic {analytic}, numeric {numeric}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}
+
+#[test]
+fn a_tiny_set_unpaired_for_kto_is_learned_and_resumes_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_path = tiny_model(dir.path());
+    let prefs = dir.path().join("prefs.jsonl");
+    write_prefs(&prefs, 6);
+    let mut opts = options(dir.path(), base_path, prefs, "kto");
+    opts.train.mode = Mode::Kto;
+    opts.train.epochs = 12;
+    opts.train.save_steps = 5;
+    opts.merged_gguf = false;
+    let report = demorecon_train::run(&opts, &mut |_| {}).unwrap();
+    // Six pairs, unpaired: six desirable and six undesirable rows, each with a reference
+    // value for itself and for its mismatched partner.
+    assert_eq!((report.pairs, report.kto_rows), (0, 12));
+    assert_eq!(report.reference_computed, 24);
+    let metrics = &report.outcome.metrics;
+    let (first, last) = (&metrics[0], metrics.last().unwrap());
+    assert!((first.kto_loss.unwrap() - 0.5).abs() < 1e-3, "{first:?}");
+    assert!(last.kto_loss.unwrap() < 0.4, "{last:?}");
+    assert!(
+        last.reward_chosen.unwrap() > last.reward_rejected.unwrap() + 0.5,
+        "{last:?}"
+    );
+    assert!(last.kl.is_some() && first.dpo_loss.is_none());
+
+    let mut interrupted = opts.clone();
+    interrupted.out = dir.path().join("kto-resumed");
+    interrupted.train.stop_after = Some(7);
+    assert!(
+        !demorecon_train::run(&interrupted, &mut |_| {})
+            .unwrap()
+            .outcome
+            .finished
+    );
+    interrupted.train.stop_after = None;
+    interrupted.resume = true;
+    let resumed = demorecon_train::run(&interrupted, &mut |_| {}).unwrap();
+    assert_eq!(resumed.outcome.resumed_from, 5);
+    let read = |run: &str| {
+        std::fs::read(
+            dir.path()
+                .join(run)
+                .join("adapter/adapter_model.safetensors"),
+        )
+        .unwrap()
+    };
+    assert!(read("kto") == read("kto-resumed"), "adapters differ");
+
+    // TRL's unpaired file trains too; KTO rows are refused outside the KTO modes.
+    let kto_file = dir.path().join("kto.jsonl");
+    let rows: String = ["salt", "wind", "snow"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"prompt": format!("Tell me about {t}."),
+                "completion": format!("{t} matter. OK!"), "label": i != 1})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&kto_file, rows).unwrap();
+    let mut from_file = opts.clone();
+    from_file.out = dir.path().join("kto-file");
+    from_file.dpo.clear();
+    from_file.kto = vec![kto_file];
+    from_file.train.mode = Mode::SftKto;
+    from_file.train.epochs = 1;
+    let report = demorecon_train::run(&from_file, &mut |_| {}).unwrap();
+    assert_eq!(report.kto_rows, 3);
+    assert!(report.outcome.metrics[0].nll.is_some());
+    from_file.train.mode = Mode::Dpo;
+    let err = demorecon_train::run(&from_file, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("--mode kto or sft+kto"), "{err:#}");
+}
+
+#[test]
+fn eval_split_max_steps_warmup_ratio_and_early_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_path = tiny_model(dir.path());
+    let prefs = dir.path().join("prefs.jsonl");
+    write_prefs(&prefs, 10);
+    let mut opts = options(dir.path(), base_path, prefs, "eval");
+    opts.merged_gguf = false;
+    opts.train.batch_size = 2;
+    opts.train.epochs = 4;
+    opts.train.eval_split = Some(EvalSplit::Count(2));
+    opts.train.max_steps = Some(13);
+    opts.train.warmup_steps = 0;
+    opts.train.warmup_ratio = Some(0.25);
+    let report = demorecon_train::run(&opts, &mut |_| {}).unwrap();
+    // Eight pairs train (4 steps an epoch), so 16 steps, capped at 13; evaluations once an
+    // epoch and at the end; warm-up over ceil(0.25 · 13) = 4 steps.
+    let m = &report.outcome.metrics;
+    assert_eq!(report.outcome.total_steps, 13);
+    let evaluated: Vec<usize> = m
+        .iter()
+        .filter(|x| x.eval_loss.is_some())
+        .map(|x| x.step)
+        .collect();
+    assert_eq!(evaluated, [4, 8, 12, 13]);
+    assert!(m[3].lr > m[2].lr && m[4].lr < m[3].lr, "{m:?}");
+    assert!((m[3].lr - opts.train.lr).abs() < 1e-12);
+    assert!(m[12].eval_reward_accuracy.is_some());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(opts.out.join("train_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["train"]["eval_split"], 2);
+    assert_eq!(config["dpo"][0]["rows"], 10);
+
+    // A knob the fingerprint covers refuses a checkpoint made without it.
+    let mut other = opts.clone();
+    other.resume = true;
+    other.train.warmup_ratio = Some(0.5);
+    let err = demorecon_train::run(&other, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("other settings"), "{err:#}");
+
+    // A learning rate far too high makes the eval loss worsen: early stopping ends the run
+    // and keeps the adapter of the best evaluation.
+    let mut wild = opts.clone();
+    wild.out = dir.path().join("wild");
+    wild.train.lr = 3.0;
+    wild.train.warmup_ratio = None;
+    wild.train.max_steps = None;
+    wild.train.epochs = 30;
+    wild.train.eval_steps = Some(1);
+    wild.train.early_stop_patience = Some(2);
+    let report = demorecon_train::run(&wild, &mut |_| {}).unwrap();
+    let stopped = report.outcome.stopped_early.expect("stopped early");
+    let best = report.outcome.best_step.unwrap();
+    assert_eq!(stopped, best + 2, "two evaluations without improvement");
+    assert!(report.outcome.finished && stopped < report.outcome.total_steps);
+    let losses: Vec<f64> = report
+        .outcome
+        .metrics
+        .iter()
+        .filter_map(|m| m.eval_loss)
+        .collect();
+    let best_loss = report.outcome.metrics[best - 1].eval_loss.unwrap();
+    assert!(losses.iter().all(|&l| l >= best_loss));
+    let kept = candle_core::safetensors::load(
+        wild.out.join("adapter/adapter_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let saved =
+        candle_core::safetensors::load(wild.out.join("best-adapter.safetensors"), &Device::Cpu)
+            .unwrap();
+    let sum = |m: &std::collections::HashMap<String, Tensor>| -> f64 {
+        m.values()
+            .map(|t| {
+                t.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap() as f64
+            })
+            .sum()
+    };
+    assert!(
+        (sum(&kept) - sum(&saved)).abs() < 1e-3 * sum(&saved),
+        "the best adapter is exported"
+    );
+    // Resuming a run that stopped early stops again at once, with the same adapter.
+    let again = demorecon_train::run(
+        &RunOptions {
+            resume: true,
+            ..wild.clone()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(again.outcome.stopped_early, Some(stopped));
+    assert_eq!(again.outcome.steps_done, stopped);
 }

@@ -101,3 +101,92 @@ fn train_resumes_exactly_and_the_merged_model_answers() {
         .unwrap();
     ok(out);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn train_on_a_run_folder_records_what_it_trained_on_and_refuses_an_unfinished_run() {
+    use super::pipeline::{run_cmd, scripted_server, write_seeds};
+    let server = scripted_server(std::time::Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let base = dir.path().join("tiny.gguf");
+    demorecon_train::tiny::write_tiny_gguf(&base, 5).unwrap();
+    let seeds = write_seeds(dir.path());
+    let cache = dir.path().join("cache.sqlite");
+    let run = dir.path().join("run");
+    ok(run_cmd(&server, &cache, &["run"])
+        .arg(&seeds)
+        .arg("-o")
+        .arg(&run)
+        .output()
+        .unwrap());
+    let out = dir.path().join("trained");
+    let summary = train(
+        &home,
+        &[
+            run.display().to_string(),
+            "--fgiv".into(),
+            "a".into(),
+            "--mode".into(),
+            "sft+kto".into(),
+            "--max-steps".into(),
+            "2".into(),
+            "--threads".into(),
+            "1".into(),
+            "--max-length".into(),
+            "256".into(),
+            "--no-merged".into(),
+            "--base".into(),
+            base.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ],
+    );
+    assert_eq!(summary["finished"], true);
+    assert_eq!(summary["total_steps"], 2);
+    let pairs = std::fs::read_to_string(run.join("datasets/dpo_fgiv_a.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(pairs > 0);
+    assert_eq!(summary["kto_rows"].as_u64().unwrap(), 2 * pairs as u64);
+    assert!(summary["last"]["kto_loss"].is_number(), "{summary}");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["run"], run.display().to_string());
+    let files = config["dpo"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "--fgiv a: FGIV-A pairs only");
+    assert!(
+        files[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("dpo_fgiv_a.jsonl")
+    );
+    assert_eq!(files[0]["rows"], pairs);
+    assert_eq!(files[0]["blake3"].as_str().unwrap().len(), 64);
+    assert_eq!(config["train"]["mode"], "sft+kto");
+    assert_eq!(config["train"]["max_steps"], 2);
+
+    // A run stopped after the filter stage is not trained on.
+    let partial = dir.path().join("partial");
+    ok(run_cmd(&server, &cache, &["filter"])
+        .arg(&partial)
+        .arg("--seeds")
+        .arg(&seeds)
+        .output()
+        .unwrap());
+    let err = bin()
+        .env("DEMORECON_HOME", &home)
+        .arg("train")
+        .arg(&partial)
+        .arg("--base")
+        .arg(&base)
+        .arg("--out")
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    let text = String::from_utf8_lossy(&err.stderr);
+    assert!(text.contains("is not finished"), "{text}");
+    assert!(!dir.path().join("never").exists());
+}
