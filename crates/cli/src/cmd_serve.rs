@@ -48,7 +48,11 @@ pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<()> {
         Some(dir) => Some(adapted_model_spec(dir, args.model.as_deref(), ctx)?),
         None => args.model.clone(),
     };
-    let model = ctx.model_for(RoleName::Target, spec.as_deref())?;
+    // Identical requests arriving together are computed once.
+    let model: std::sync::Arc<dyn demorecon_llm::ChatModel> =
+        std::sync::Arc::new(demorecon_llm::single_flight::SingleFlight::new(
+            ctx.model_for(RoleName::Target, spec.as_deref())?,
+        ));
     let name = args
         .served_model_name
         .clone()

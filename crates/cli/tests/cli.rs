@@ -361,6 +361,120 @@ async fn a_full_queue_answers_503_and_sigterm_finishes_in_flight_work() {
     assert!(log.contains("stopped"), "{log}");
 }
 
+/// The peak resident memory of a process, in MiB (Linux).
+fn peak_rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_under_load_64_clients_single_flight_disconnects_and_sigterm_after_a_burst() {
+    let (_dir, cache) = temp_cache();
+    let mut server = Server::start(&cache, &["--queue", "64"], &[]);
+    let url = format!("{}/chat/completions", server.base_url);
+    // 64 clients at once: 32 send the same request, 32 each their own.
+    let body = |i: usize| {
+        let text = if i % 2 == 0 {
+            "Name a colour.".to_string()
+        } else {
+            format!("Name the number {i} in words.")
+        };
+        json!({"messages": [{"role": "user", "content": text}], "max_tokens": 4, "temperature": 0})
+    };
+    let clients = (0..64).map(|i| {
+        let (url, body) = (url.clone(), body(i));
+        tokio::spawn(async move {
+            let resp = http().post(&url).json(&body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            (
+                i,
+                status,
+                v["choices"][0]["message"]["content"]
+                    .as_str()
+                    .map(str::to_owned),
+            )
+        })
+    });
+    let answers: Vec<(usize, u16, Option<String>)> = futures::future::join_all(clients)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    for (i, status, text) in &answers {
+        assert_eq!(*status, 200, "client {i} got {status}");
+        assert!(text.is_some(), "client {i}");
+    }
+    let same: Vec<&String> = answers
+        .iter()
+        .filter(|(i, ..)| i % 2 == 0)
+        .map(|(_, _, t)| t.as_ref().unwrap())
+        .collect();
+    assert!(same.iter().all(|t| *t == same[0]), "{same:?}");
+
+    // A streaming client that hangs up: the server carries on serving others.
+    let long = json!({"messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
+        "max_tokens": 400, "temperature": 0, "stream": true});
+    let mut resp = http().post(&url).json(&long).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let _first = resp.chunk().await.unwrap();
+    drop(resp);
+
+    // SIGTERM right after a burst: every admitted request still completes, then it exits.
+    let burst: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let body = json!({"messages": [{"role": "user", "content": format!("Say {i}.")}],
+                    "max_tokens": 6, "temperature": 0});
+                http()
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let peak = peak_rss_mib(server.child.id());
+    let stopped = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.sigterm();
+        (status, server.stderr())
+    });
+    for s in futures::future::join_all(burst).await {
+        assert_eq!(s.unwrap(), 200);
+    }
+    let (status, log) = status.await.unwrap();
+    assert!(status.success(), "exit {status:?}: {log}");
+    assert!(stopped.elapsed() < Duration::from_secs(120), "{log}");
+    // The 32 identical requests were computed once: 33 distinct requests, the stream and the
+    // burst of 8 reached the model (cache misses); the stream whose client hung up was
+    // stopped before it finished, so only the other 41 completed (metered calls).
+    assert!(log.contains("42 misses"), "{log}");
+    let calls: u64 = log
+        .lines()
+        .filter_map(|l| {
+            l.split(" calls,")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(calls, 33 + 8, "{log}");
+    assert!(peak < 2048, "peak RSS {peak} MiB");
+}
+
 fn chat_cmd(cache: &Path, args: &[&str]) -> std::process::Output {
     bin()
         .arg("--cache")

@@ -139,7 +139,7 @@ pub struct BackendIdentity {
 /// Receives text deltas as they are generated. Dropped receivers are ignored.
 pub type TokenSink = UnboundedSender<String>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LlmError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),

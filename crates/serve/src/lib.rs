@@ -5,7 +5,8 @@
 //! `GET /v1/models`, `GET /healthz`. Small handlers over shared [`AppState`]; the policies live
 //! in layers around them: bearer-token auth, a body-size limit, a bounded queue that answers
 //! 503 when full instead of piling requests up, and an access log that never records bodies or
-//! keys. Every malformed request gets a 4xx with an OpenAI-style error body.
+//! keys. Every malformed request gets a 4xx with an OpenAI-style error body. A streaming
+//! client that disconnects stops its generation.
 
 mod wire;
 
@@ -215,6 +216,7 @@ async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Respons
         drop(permit);
         result
     });
+    let abort = handle.abort_handle();
     let include_usage = parsed.include_usage;
     let head = wire::chunk(
         &id,
@@ -242,15 +244,31 @@ async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Respons
         futures::stream::iter(events)
     })
     .flatten();
+    // A client that goes away drops this stream; the guard then stops the generation task
+    // (and so the generation: backends stop when their caller's future is dropped).
+    let guard = AbortOnDrop(abort);
     let events = futures::stream::once(async move { head })
         .chain(deltas)
         .chain(tail)
+        .map(move |event| {
+            let _alive = &guard;
+            event
+        })
         .map(|v| Event::default().data(v.to_string()))
         .chain(futures::stream::once(async {
             Event::default().data("[DONE]")
         }))
         .map(Ok::<_, std::convert::Infallible>);
     Sse::new(events).into_response()
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A unique-enough id for completion objects (time + counter; not a secret).
