@@ -379,7 +379,7 @@ async fn serve_under_load_64_clients_single_flight_disconnects_and_sigterm_after
     let url = format!("{}/chat/completions", server.base_url);
     // 64 clients at once: 32 send the same request, 32 each their own.
     let body = |i: usize| {
-        let text = if i % 2 == 0 {
+        let text = if i.is_multiple_of(2) {
             "Name a colour.".to_string()
         } else {
             format!("Name the number {i} in words.")
@@ -412,7 +412,7 @@ async fn serve_under_load_64_clients_single_flight_disconnects_and_sigterm_after
     }
     let same: Vec<&String> = answers
         .iter()
-        .filter(|(i, ..)| i % 2 == 0)
+        .filter(|(i, ..)| i.is_multiple_of(2))
         .map(|(_, _, t)| t.as_ref().unwrap())
         .collect();
     assert!(same.iter().all(|t| *t == same[0]), "{same:?}");
