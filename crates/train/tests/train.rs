@@ -153,27 +153,39 @@ fn gradient_check(targets: &[Target], probe: &[&str]) {
         if !probe.iter().any(|p| name.contains(p)) {
             continue;
         }
-        let j = g.iter().position(|x| x.abs() == largest).unwrap();
-        let original: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        let eps = 1e-2f32;
-        let at = |delta: f32| {
-            let mut values = original.clone();
-            values[j] += delta;
-            var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
-                .unwrap();
-            loss_of()
-        };
-        let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
-        var.set(&Tensor::from_vec(original, var.shape(), &Device::Cpu).unwrap())
-            .unwrap();
-        let analytic = g[j] as f64;
-        assert!(
-            (numeric - analytic).abs() <= 0.03 * analytic.abs() + 1e-4,
-            "{name}[{j}]: analytic {analytic}, numeric {numeric}"
-        );
+        assert_central_difference(name, var, &g, loss_of);
         checked += 1;
     }
     assert_eq!(checked, 8);
+}
+
+/// Compares the analytic gradient `g` of `var` at its largest entry with a central
+/// difference of `loss` (the variable is restored afterwards).
+fn assert_central_difference(
+    name: &str,
+    var: &candle_core::Var,
+    g: &[f32],
+    loss: impl Fn() -> f64,
+) {
+    let largest = g.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let j = g.iter().position(|x| x.abs() == largest).unwrap();
+    let original: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    let eps = 1e-2f32;
+    let at = |delta: f32| {
+        let mut values = original.clone();
+        values[j] += delta;
+        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+        loss()
+    };
+    let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+    var.set(&Tensor::from_vec(original, var.shape(), &Device::Cpu).unwrap())
+        .unwrap();
+    let analytic = g[j] as f64;
+    assert!(
+        (numeric - analytic).abs() <= 0.03 * analytic.abs() + 1e-4,
+        "{name}[{j}]: analytic {analytic}, numeric {numeric}"
+    );
 }
 
 #[test]
@@ -657,25 +669,9 @@ fn kto_starts_at_one_half_and_its_gradients_match_finite_differences() {
         {
             continue;
         }
-        let largest = g.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let j = g.iter().position(|x| x.abs() == largest).unwrap();
-        let original: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        let eps = 1e-2f32;
-        let at = |delta: f32| {
-            let mut values = original.clone();
-            values[j] += delta;
-            var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
-                .unwrap();
+        assert_central_difference(name, var, &g, || {
             loss().loss.to_scalar::<f32>().unwrap() as f64
-        };
-        let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
-        var.set(&Tensor::from_vec(original, var.shape(), &Device::Cpu).unwrap())
-            .unwrap();
-        let analytic = g[j] as f64;
-        assert!(
-            (numeric - analytic).abs() <= 0.03 * analytic.abs() + 1e-4,
-            "{name}[{j}]: analytic {analytic}, numeric {numeric}"
-        );
+        });
         checked += 1;
     }
     assert_eq!(checked, 4);
