@@ -49,6 +49,11 @@ fn write_prefs(path: &Path, n: usize) {
     std::fs::write(path, text).unwrap();
 }
 
+/// The exported adapter of the run folder `dir/run`.
+fn adapter_bytes(dir: &Path, run: &str) -> Vec<u8> {
+    std::fs::read(dir.join(run).join("adapter/adapter_model.safetensors")).unwrap()
+}
+
 fn random_seq(rng: &mut ChaCha8Rng, len: usize, prompt: usize, vocab: u32) -> Sequence {
     Sequence {
         ids: (0..len).map(|_| rng.random_range(3..vocab)).collect(),
@@ -467,14 +472,7 @@ fn a_resumed_run_ends_with_the_same_adapter_bit_for_bit() {
     assert_eq!(second.outcome.resumed_from, 2);
     assert!(second.outcome.finished);
 
-    let read = |run: &str| {
-        std::fs::read(
-            dir.path()
-                .join(run)
-                .join("adapter/adapter_model.safetensors"),
-        )
-        .unwrap()
-    };
+    let read = |run: &str| adapter_bytes(dir.path(), run);
     assert!(read("straight") == read("resumed"), "adapters differ");
     // The metrics of steps before the checkpoint come back from metrics.jsonl (decimal text,
     // so equal to ~1e-15); every figure but the speed matches.
@@ -716,14 +714,7 @@ fn a_tiny_set_unpaired_for_kto_is_learned_and_resumes_bit_for_bit() {
     interrupted.resume = true;
     let resumed = demorecon_train::run(&interrupted, &mut |_| {}).unwrap();
     assert_eq!(resumed.outcome.resumed_from, 5);
-    let read = |run: &str| {
-        std::fs::read(
-            dir.path()
-                .join(run)
-                .join("adapter/adapter_model.safetensors"),
-        )
-        .unwrap()
-    };
+    let read = |run: &str| adapter_bytes(dir.path(), run);
     assert!(read("kto") == read("kto-resumed"), "adapters differ");
 
     // TRL's unpaired file trains too; KTO rows are refused outside the KTO modes.
