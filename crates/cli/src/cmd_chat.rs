@@ -42,6 +42,10 @@ pub struct ChatArgs {
     /// Print the whole response as JSON instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// A PEFT LoRA adapter folder (e.g. the `adapter/` of `demorecon train`) applied to the
+    /// embedded model at load.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
 }
 
 pub async fn run(args: ChatArgs, ctx: &Context) -> anyhow::Result<()> {
@@ -76,7 +80,15 @@ pub async fn run(args: ChatArgs, ctx: &Context) -> anyhow::Result<()> {
         response_format,
         prompt_version: None,
     };
-    let model = ctx.model_for(RoleName::Target, args.model.as_deref())?;
+    let spec = match &args.adapter {
+        Some(dir) => Some(crate::adapter::adapted_model_spec(
+            dir,
+            args.model.as_deref(),
+            ctx,
+        )?),
+        None => args.model.clone(),
+    };
+    let model = ctx.model_for(RoleName::Target, spec.as_deref())?;
     let started = Instant::now();
     if args.json {
         let resp = model.chat(&req, None).await?;

@@ -1,7 +1,7 @@
 //! `demorecon serve`: the target role's model behind an OpenAI-compatible HTTP API.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use demorecon_llm::roles::RoleName;
@@ -45,7 +45,11 @@ pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<()> {
     // The same cached, metered model every command gets: a repeated request is answered at
     // once from the cache, and served tokens count in the ledger under the target role.
     let spec = match &args.adapter {
-        Some(dir) => Some(adapted_model_spec(dir, args.model.as_deref(), ctx)?),
+        Some(dir) => Some(crate::adapter::adapted_model_spec(
+            dir,
+            args.model.as_deref(),
+            ctx,
+        )?),
         None => args.model.clone(),
     };
     // Identical requests arriving together are computed once.
@@ -76,46 +80,6 @@ pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<()> {
     demorecon_serve::serve(listener, app, shutdown_signal()).await?;
     eprintln!("demorecon serve: stopped");
     Ok(())
-}
-
-/// The `embedded:FILE` spec of the embedded model with the adapter in `dir` merged in. The
-/// merged GGUF is written once under the data directory, named by a hash of the base and
-/// the adapter, so the model goes through the usual `Context` path (cache, ledger) with an
-/// identity of its own.
-fn adapted_model_spec(dir: &Path, model: Option<&str>, ctx: &Context) -> anyhow::Result<String> {
-    let home = demorecon_llm::home::data_home();
-    let base = match model {
-        Some(spec) if spec.starts_with("embedded:") => PathBuf::from(&spec["embedded:".len()..]),
-        Some("embedded") | None => match &ctx.global.model_path {
-            Some(path) => path.clone(),
-            None => demorecon_embedded::ensure_model(&home)?,
-        },
-        Some(other) => anyhow::bail!("--adapter applies to the embedded backend, not `{other}`"),
-    };
-    let mut hasher = blake3::Hasher::new();
-    let base_digest = demorecon_embedded::store::cached_sha256(&base)
-        .map_err(|e| anyhow::anyhow!("hashing {}: {e}", base.display()))?;
-    hasher.update(base_digest.as_bytes());
-    for file in ["adapter_config.json", "adapter_model.safetensors"] {
-        let path = dir.join(file);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        hasher.update(&bytes);
-    }
-    // Named after the base so clients see which model it is (the default served name).
-    let merged = home.join("train").join("merged").join(format!(
-        "{}-lora-{}.gguf",
-        demorecon_embedded::engine::model_name(&base),
-        &hasher.finalize().to_hex()[..12]
-    ));
-    if !merged.exists() {
-        eprintln!(
-            "demorecon serve: merging {} into {}",
-            dir.display(),
-            base.display()
-        );
-        demorecon_train::export::merge_adapter_into_gguf(&base, dir, &merged)?;
-    }
-    Ok(format!("embedded:{}", merged.display()))
 }
 
 /// Resolves on SIGTERM or Ctrl-C, so in-flight requests can finish before exit.

@@ -2,6 +2,7 @@
 //! `cmd_*` module and calls into the library crates; [`context::Context`] turns the global flags
 //! into configured models (roles, cache, ledger).
 
+mod adapter;
 mod cmd_batch;
 mod cmd_cache;
 mod cmd_chat;

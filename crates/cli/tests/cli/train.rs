@@ -84,22 +84,34 @@ fn train_resumes_exactly_and_the_merged_model_answers() {
     assert_eq!(metrics.lines().count(), 9);
 
     let merged = dir.path().join("a/model.gguf");
-    let out = bin()
-        .env("DEMORECON_HOME", &home)
-        .args([
-            "--no-cache",
-            "chat",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "8",
-        ])
-        .arg("--model-path")
-        .arg(&merged)
-        .arg("Tell me about salt.")
-        .output()
-        .unwrap();
-    ok(out);
+    let chat = |extra: &[&str]| {
+        let out = bin()
+            .env("DEMORECON_HOME", &home)
+            .args([
+                "--no-cache",
+                "chat",
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "8",
+            ])
+            .args(extra)
+            .arg("Tell me about salt.")
+            .output()
+            .unwrap();
+        String::from_utf8(ok(out).stdout).unwrap()
+    };
+    let from_merged = chat(&["--model-path", merged.to_str().unwrap()]);
+    // `chat --adapter` applies the PEFT adapter to the base at load: the same answer.
+    let base_spec = format!("embedded:{}", base.display());
+    let adapter = dir.path().join("a/adapter");
+    let from_adapter = chat(&[
+        "--model",
+        &base_spec,
+        "--adapter",
+        adapter.to_str().unwrap(),
+    ]);
+    assert_eq!(from_adapter, from_merged);
 }
 
 #[tokio::test(flavor = "multi_thread")]
