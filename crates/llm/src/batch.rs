@@ -267,6 +267,15 @@ pub fn import(cache: &CallCache, files: &[PathBuf]) -> Result<ImportReport, LlmE
                     .push(issue(None, "no custom_id: not a batch output line".into()));
                 continue;
             };
+            if value.get("response").is_none() && value.get("error").is_none() {
+                let what = if value.get("body").is_some() {
+                    "a batch input line (a request), not a result"
+                } else {
+                    "neither `response` nor `error`: not a batch output line"
+                };
+                report.malformed.push(issue(Some(key), what.into()));
+                continue;
+            }
             let source = format!("{}:{}", file.display(), i + 1);
             match read_line(&source, &value) {
                 LineResult::Answer(resp) => {
@@ -491,6 +500,10 @@ mod tests {
         assert_eq!(cache.get(&keys[2]).unwrap().unwrap().text, "two");
         assert!(cache.get(&keys[1]).unwrap().is_none());
         assert!(cache.is_pending(&keys[1]).unwrap() && !cache.is_pending(&keys[0]).unwrap());
+        // The input file given by mistake: every line is reported as a request, not a result.
+        let mistaken = import(&cache, std::slice::from_ref(&files[1].path)).unwrap();
+        assert_eq!((mistaken.malformed.len(), mistaken.failed.len()), (4, 0));
+        assert!(mistaken.malformed[0].reason.contains("batch input line"));
         // Importing the same files again stores nothing new.
         let again = import(&cache, &[out, err]).unwrap();
         assert_eq!((again.imported, again.already_cached), (0, 2));
