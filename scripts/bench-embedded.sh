@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Prefill and decode speed (tokens/s, medians over several runs) and peak memory of the
-# embedded model, side by side with the same GGUF run by llama.cpp (llama-cpp-python built
-# from its PyPI source distribution, CPU only, once, into a cache directory).
+# Speed of the embedded model: the CPU and its vector extensions; single-stream prefill and
+# decode (tokens/s, medians over RUNS) side by side with the same GGUF run by llama.cpp
+# (llama-cpp-python built from its PyPI source distribution, CPU only, once, into a cache
+# directory); aggregate decode through ChatModel at several concurrencies (continuous
+# batching); single-stream decode with one competing CPU-bound process; peak RSS.
 #
 # Usage: scripts/bench-embedded.sh
-# Knobs (environment): RUNS (5), DECODE_TOKENS (128), THREADS (2),
-#   FORMATS ("f32": the embedded weight formats to measure, e.g. "f32 quantized q8_0 f16"),
-#   SKIP_LLAMA_CPP=1 (ours only), LLAMA_CPP_PYTHON (pip requirement, default llama-cpp-python),
+# Knobs (environment): PROFILE (release; dev reuses the test build), RUNS (5), DECODE_TOKENS (128), THREADS (2),
+#   CONCURRENCY ("1,4,8,16,32"), SKIP_LLAMA_CPP=1 (ours only), SKIP_LOADED=1 (no contention run),
+#   LLAMA_CPP_PYTHON (pip requirement, default llama-cpp-python),
 #   BENCH_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/demorecon-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,21 +16,31 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 DECODE_TOKENS=${DECODE_TOKENS:-128}
 THREADS=${THREADS:-2}
-FORMATS=${FORMATS:-f32}
+CONCURRENCY=${CONCURRENCY:-1,4,8,16,32}
 BENCH_CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/demorecon-bench}
 LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-llama-cpp-python}
 mkdir -p "$BENCH_CACHE"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-echo "== building the embedded benchmark (release)" >&2
-cargo build --release -q -p demorecon-embedded --example bench_embedded
-bin=target/release/examples/bench_embedded
+flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+exts=""
+for f in sse4_2 avx avx2 fma f16c bmi2 avx_vnni avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512vbmi amx_tile amx_int8 amx_bf16; do
+  [[ " $flags " == *" $f "* ]] && exts+="$f "
+done
+echo "== CPU: $(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'), $(nproc) cores" >&2
+echo "== vector extensions: ${exts:-none found}" >&2
+echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >&2
+
+# PROFILE=dev reuses the test build: llama.cpp is compiled with CMake's Release type and the
+# embedded crate at opt-level 3 in both profiles, so the figures match.
+PROFILE=${PROFILE:-release}
+echo "== building the embedded benchmark ($PROFILE)" >&2
+cargo build --profile "$PROFILE" -q -p demorecon-embedded --example bench_embedded
+target_dir=${CARGO_TARGET_DIR:-target}
+bin="$target_dir/$([[ $PROFILE == dev ]] && echo debug || echo "$PROFILE")/examples/bench_embedded"
 model=$("$bin" --print-model-path)
 "$bin" --print-prompt >"$out/prompt.txt"
-
-# Both engines get the same number of threads.
-export RAYON_NUM_THREADS=$THREADS
 
 # CPU-only llama.cpp for this machine's x86 extensions, but without AMX: -march=native would
 # enable AMX tiles, which sandboxes often do not grant (the first tileload dies with SIGILL).
@@ -70,10 +82,8 @@ if [[ "${SKIP_LLAMA_CPP:-0}" != 1 ]]; then
 fi
 
 # The two engines run back to back so they see the same machine load.
-for format in $FORMATS; do
-  echo "== demorecon-embedded, weights as $format" >&2
-  "$bin" --model "$model" --format "$format" --decode-tokens "$DECODE_TOKENS" --runs "$RUNS" | tee -a "$out/ours.jsonl"
-done
+echo "== demorecon-embedded, single stream" >&2
+"$bin" --model "$model" --mode single --threads "$THREADS" --decode-tokens "$DECODE_TOKENS" --runs "$RUNS" | tee "$out/ours.jsonl"
 
 if [[ "${SKIP_LLAMA_CPP:-0}" != 1 ]]; then
   echo "== llama.cpp (llama-cpp-python $("$venv/bin/python" -c 'import llama_cpp; print(llama_cpp.__version__)'))" >&2
@@ -112,23 +122,41 @@ print(json.dumps({
 PY
 fi
 
+echo "== demorecon-embedded, aggregate through ChatModel (concurrency $CONCURRENCY)" >&2
+"$bin" --model "$model" --mode aggregate --threads "$THREADS" --decode-tokens "$DECODE_TOKENS" --concurrency "$CONCURRENCY" | tee "$out/aggregate.jsonl"
+
+if [[ "${SKIP_LOADED:-0}" != 1 ]]; then
+  echo "== demorecon-embedded, single stream with one competing CPU-bound process" >&2
+  python3 -c 'while True: pass' &
+  hog=$!
+  "$bin" --model "$model" --mode single --threads "$THREADS" --decode-tokens "$DECODE_TOKENS" --runs "$RUNS" | tee "$out/loaded.jsonl" || true
+  kill "$hog"
+fi
+
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-ours = [json.loads(l) for l in open(os.path.join(out, "ours.jsonl")) if l.strip()]
-llama = None
-if os.path.exists(os.path.join(out, "llama.json")):
-    text = open(os.path.join(out, "llama.json")).read().strip()
-    llama = json.loads(text) if text else None
+def rows(name):
+    path = os.path.join(out, name)
+    return [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
+ours = rows("ours.jsonl")[0]
+llama = (rows("llama.json") or [None])[0]
 print()
-print(f"{'engine':<34} {'prompt':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MiB':>13}")
-rows = [(f"demorecon-embedded ({o['format']})", o) for o in ours]
+print(f"{'single stream':<28} {'prompt':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MiB':>13}")
+table = [("demorecon-embedded", ours)] + ([(f"llama.cpp {llama['version']}", llama)] if llama else [])
+for name, r in table:
+    print(f"{name:<28} {r['prompt_tokens']:>6} {r['prefill_tok_s']:>14.1f} {r['decode_tok_s']:>13.1f} {r['peak_rss_mb'] or 0:>13.0f}")
 if llama:
-    rows.append((f"llama.cpp {llama['version']}", llama))
-for name, r in rows:
-    print(f"{name:<34} {r['prompt_tokens']:>6} {r['prefill_tok_s']:>14.1f} {r['decode_tok_s']:>13.1f} {r['peak_rss_mb'] or 0:>13.0f}")
-if llama:
-    for o in ours:
-        print(f"ratio ours({o['format']})/llama.cpp: decode {o['decode_tok_s'] / llama['decode_tok_s']:.2f}x, "
-              f"prefill {o['prefill_tok_s'] / llama['prefill_tok_s']:.2f}x")
+    print(f"ratio ours/llama.cpp: prefill {ours['prefill_tok_s'] / llama['prefill_tok_s']:.2f}x, "
+          f"decode {ours['decode_tok_s'] / llama['decode_tok_s']:.2f}x")
+print()
+print(f"{'concurrent requests':<20} {'tok/s':>8} {'x single':>9} {'mean batch':>11} {'peak RSS MiB':>13}")
+for r in rows("aggregate.jsonl"):
+    print(f"{r['concurrency']:<20} {r['tok_s']:>8.1f} {r['tok_s'] / ours['decode_tok_s']:>9.2f} {r['mean_batch']:>11.1f} {r['peak_rss_mb']:>13.0f}")
+loaded = rows("loaded.jsonl")
+if loaded:
+    l = loaded[0]
+    print()
+    print(f"decode with one competing process: {l['decode_tok_s']:.1f} tok/s "
+          f"({l['decode_tok_s'] / ours['decode_tok_s']:.0%} of quiet)")
 PY

@@ -7,6 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v python3 >/dev/null || { echo "test: python3 with pip is required" >&2; exit 1; }
 
+# llama.cpp (the embedded model's engine) is compiled by the build: it needs CMake, a C++
+# compiler and libclang (for the bindings). Installed when missing and we are root with apt.
+if ! { command -v cmake >/dev/null && command -v c++ >/dev/null && ldconfig -p 2>/dev/null | grep -q 'libclang'; } &&
+  command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "test: installing cmake, g++ and libclang-dev for building llama.cpp (apt-get)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ libclang-dev >/dev/null
+fi
+
 # The report's browser test renders the page in headless Chromium (Debian's package); without
 # it that one test says it skipped. Installed when missing and we are root with apt.
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

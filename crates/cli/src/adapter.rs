@@ -22,12 +22,12 @@ pub fn adapted_model_spec(
         Some(spec) if spec.starts_with("embedded:") => PathBuf::from(&spec["embedded:".len()..]),
         Some("embedded") | None => match &ctx.global.model_path {
             Some(path) => path.clone(),
-            None => demorecon_embedded::ensure_model(&home)?,
+            None => demorecon_gguf::ensure_model(&home)?,
         },
         Some(other) => anyhow::bail!("--adapter applies to the embedded backend, not `{other}`"),
     };
     let mut hasher = blake3::Hasher::new();
-    let base_digest = demorecon_embedded::store::cached_sha256(&base)
+    let base_digest = demorecon_gguf::store::cached_sha256(&base)
         .map_err(|e| anyhow::anyhow!("hashing {}: {e}", base.display()))?;
     hasher.update(base_digest.as_bytes());
     for file in ["adapter_config.json", "adapter_model.safetensors"] {
@@ -38,7 +38,7 @@ pub fn adapted_model_spec(
     // Named after the base so clients see which model it is (the default served name).
     let merged = home.join("train").join("merged").join(format!(
         "{}-lora-{}.gguf",
-        demorecon_embedded::engine::model_name(&base),
+        demorecon_gguf::model_name(&base),
         &hasher.finalize().to_hex()[..12]
     ));
     if !merged.exists() {

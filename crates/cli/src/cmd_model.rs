@@ -21,7 +21,7 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
     let home = home::data_home();
     match cmd {
         ModelCommand::Fetch { force, json } => {
-            let report = demorecon_embedded::fetch(&home, force)?;
+            let report = demorecon_gguf::fetch(&home, force)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -39,7 +39,7 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             }
         }
         ModelCommand::Path => {
-            println!("{}", demorecon_embedded::store::model_path(&home).display())
+            println!("{}", demorecon_gguf::store::model_path(&home).display())
         }
     }
     Ok(())

@@ -214,9 +214,7 @@ pub fn run(args: TrainArgs, ctx: &Context) -> anyhow::Result<()> {
     let base = if args.base == "embedded" {
         match &ctx.global.model_path {
             Some(path) => path.clone(),
-            None => {
-                demorecon_embedded::ensure_model(&home).context("fetching the embedded model")?
-            }
+            None => demorecon_gguf::ensure_model(&home).context("fetching the embedded model")?,
         }
     } else {
         PathBuf::from(args.base.strip_prefix("embedded:").unwrap_or(&args.base))

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
-use demorecon_embedded::{EmbeddedChat, LoadOptions, WeightFormat};
+use demorecon_embedded::{EmbeddedChat, LoadOptions};
 use demorecon_llm::batch::{BatchCollector, DeferredModel};
 use demorecon_llm::cache::{CacheCounts, CacheMode, CachedModel, CallCache};
 use demorecon_llm::ledger::{Ledger, LedgerSnapshot, MeteredModel};
@@ -46,16 +46,6 @@ pub struct GlobalArgs {
         value_name = "FILE.gguf"
     )]
     pub model_path: Option<PathBuf>,
-    /// In-memory format of the embedded model's weights: q8_0 (fastest on an idle machine),
-    /// f16 or f32 (steadier when other processes compete for the cores), quantized (as stored).
-    #[arg(
-        long,
-        global = true,
-        env = "DEMORECON_WEIGHTS",
-        default_value = "q8_0",
-        value_name = "FORMAT"
-    )]
-    pub weights: WeightFormat,
     /// Environment variable that holds the endpoints' API key.
     #[arg(long, global = true, value_name = "VAR")]
     pub api_key_env: Option<String>,
@@ -269,10 +259,7 @@ impl Context {
         if let Some(model) = loaded.get(&key) {
             return Ok(model.clone());
         }
-        let options = LoadOptions {
-            weight_format: self.global.weights,
-            ..LoadOptions::default()
-        };
+        let options = LoadOptions::default();
         let model = match path {
             Some(path) => EmbeddedChat::load(path, &options)?,
             None => EmbeddedChat::load_default(&options)?,
@@ -320,9 +307,9 @@ impl Context {
     ) -> anyhow::Result<demorecon_llm::BackendIdentity> {
         let path = match path {
             Some(p) => p.to_owned(),
-            None => demorecon_embedded::store::model_path(&home::data_home()),
+            None => demorecon_gguf::store::model_path(&home::data_home()),
         };
-        demorecon_embedded::identity_of(&path, self.global.weights).with_context(|| {
+        demorecon_embedded::identity_of(&path).with_context(|| {
             format!(
                 "--offline needs the model file to know its identity: {}",
                 path.display()

@@ -10,7 +10,7 @@
 //! Whitespace inside the JSON is fixed (`", "` and `": "`, no newlines): a small model given
 //! free whitespace tends to spend its budget on it.
 
-use crate::tokenizer::GgufTokenizer;
+use demorecon_gguf::tokenizer::GgufTokenizer;
 use demorecon_llm::{LlmError, ResponseFormat};
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{self, SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};

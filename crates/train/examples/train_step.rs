@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     }
     let gguf = match gguf {
         Some(path) => path,
-        None => demorecon_embedded::ensure_model(&demorecon_llm::home::data_home())?,
+        None => demorecon_gguf::ensure_model(&demorecon_llm::home::data_home())?,
     };
     let base = demorecon_train::Base::load(&gguf)?;
     let lora = LoraSpec {

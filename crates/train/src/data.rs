@@ -23,8 +23,8 @@
 use crate::loss::Mode;
 use anyhow::Context as _;
 use candle_core::quantized::gguf_file;
-use demorecon_embedded::template::ChatTemplate;
-use demorecon_embedded::tokenizer::{GgufTokenizer, meta_str};
+use demorecon_gguf::template::ChatTemplate;
+use demorecon_gguf::tokenizer::{GgufTokenizer, meta_str};
 use demorecon_llm::{Message, Role};
 use serde_json::Value;
 use std::path::Path;

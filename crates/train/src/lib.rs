@@ -70,8 +70,8 @@ pub mod trainer;
 use anyhow::Context as _;
 use candle_core::quantized::gguf_file;
 use data::{ChatEncoder, Example, RawRow, TruncationReport};
-use demorecon_embedded::model::LlamaConfig;
-use demorecon_embedded::tokenizer::meta_str;
+use demorecon_gguf::LlamaConfig;
+use demorecon_gguf::tokenizer::meta_str;
 use loss::Mode;
 use model::{LoraSpec, TrainLlama};
 use refcache::{ModelKey, RefCache};
@@ -146,7 +146,7 @@ impl Base {
         let config = LlamaConfig::from_gguf(&content)?;
         let encoder = ChatEncoder::from_gguf(&content)?;
         let weights = model::read_base(&content, &mut file)?;
-        let model_sha256 = demorecon_embedded::store::cached_sha256(path)
+        let model_sha256 = demorecon_gguf::store::cached_sha256(path)
             .map_err(|e| anyhow::anyhow!("hashing {}: {e}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -165,7 +165,7 @@ impl Base {
     pub fn name(&self) -> String {
         meta_str(&self.content, "general.name")
             .map(String::from)
-            .unwrap_or_else(|| demorecon_embedded::engine::model_name(&self.path))
+            .unwrap_or_else(|| demorecon_gguf::model_name(&self.path))
     }
 }
 

@@ -11,7 +11,7 @@ use crate::ops::{self, FrozenLinear, LmHeadLogProb};
 use anyhow::Context as _;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor, Var};
-use demorecon_embedded::model::LlamaConfig;
+use demorecon_gguf::LlamaConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -334,7 +334,7 @@ impl TrainLlama {
                 ffn_norm: get(&format!("blk.{i}.ffn_norm.weight"))?,
             });
         }
-        let (cos, sin) = demorecon_embedded::model::rope_tables(&config, &Device::Cpu)?;
+        let (cos, sin) = rope_tables(&config, &Device::Cpu)?;
         let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
         Ok(Self {
             norm: get("output_norm.weight")?,
@@ -558,4 +558,28 @@ pub fn tiny_config(vocab_size: usize) -> LlamaConfig {
         context_length: 256,
         vocab_size,
     }
+}
+
+/// cos/sin tables for interleaved RoPE over the whole context: `(context, head_dim / 2)`.
+/// Interleaved (adjacent pairs), the rotation llama.cpp applies to GGUF's permuted q/k rows.
+pub fn rope_tables(cfg: &LlamaConfig, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim / 2;
+    let rope_dim = cfg.rope_dim.min(cfg.head_dim);
+    // Dimensions past rope_dim (partial rotary) get angle 0: cos 1, sin 0, i.e. unrotated.
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| {
+            if 2 * i < rope_dim {
+                1.0 / cfg.rope_freq_base.powf(2.0 * i as f32 / rope_dim as f32)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let positions =
+        Tensor::arange(0u32, cfg.context_length as u32, device)?.to_dtype(DType::F32)?;
+    let inv_freq = Tensor::new(inv_freq.as_slice(), device)?;
+    let angles = positions
+        .unsqueeze(1)?
+        .broadcast_mul(&inv_freq.unsqueeze(0)?)?;
+    Ok((angles.cos()?, angles.sin()?))
 }

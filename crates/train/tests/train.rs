@@ -391,10 +391,12 @@ fn a_tiny_preference_set_is_learned_and_the_merged_gguf_matches() {
     // The merged GGUF, loaded by the embedded backend, answers with the trained model's logits,
     // and greedy decoding of a training prompt ends with the chosen phrase.
     let merged = report.merged_gguf.unwrap();
-    let mut embedded = demorecon_embedded::EmbeddedModel::load(
+    let embedded = demorecon_embedded::EmbeddedChat::load(
         &merged,
         &demorecon_embedded::LoadOptions {
-            weight_format: demorecon_embedded::WeightFormat::F32,
+            max_context: Some(256),
+            max_batch: 1,
+            prefix_slots: 0,
             ..Default::default()
         },
     )
@@ -423,7 +425,24 @@ fn a_tiny_preference_set_is_learned_and_the_merged_gguf_matches() {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    let theirs = embedded.prefill(&ids).unwrap();
+    let theirs = {
+        use demorecon_embedded::backend::Backend;
+        use demorecon_embedded::llama::{ContextSize, LlamaEngine, load_model};
+        let model = load_model(&merged).unwrap();
+        let mut engine = LlamaEngine::new(
+            &model,
+            ContextSize {
+                slots: 1,
+                slot_context: 256,
+                max_tokens_per_call: ids.len(),
+                threads: 2,
+            },
+        )
+        .unwrap();
+        let mut logits = Vec::new();
+        engine.prefill(0, 0, &ids, Some(&mut logits)).unwrap();
+        logits
+    };
     let worst = ours
         .iter()
         .zip(&theirs)
@@ -440,7 +459,7 @@ fn a_tiny_preference_set_is_learned_and_the_merged_gguf_matches() {
         response_format: Default::default(),
         prompt_version: None,
     };
-    let answer = embedded.generate(&req, &mut |_| {}).unwrap().text;
+    let answer = embedded.generate_blocking(&req, &mut |_| {}).unwrap().text;
     assert!(answer.ends_with("OK!"), "{answer:?}");
 }
 
@@ -508,8 +527,8 @@ fn a_resumed_run_ends_with_the_same_adapter_bit_for_bit() {
 /// lowers the loss.
 #[test]
 fn smollm2_labels_and_one_step_on_the_example_preferences() {
-    let path = demorecon_embedded::ensure_model(&demorecon_llm::home::data_home())
-        .expect("the default model");
+    let path =
+        demorecon_gguf::ensure_model(&demorecon_llm::home::data_home()).expect("the default model");
     let base = Base::load(&path).unwrap();
     let prefs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/prefs.jsonl");
     let rows =
