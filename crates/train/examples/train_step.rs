@@ -2,11 +2,13 @@
 //! benchmark behind `scripts/bench-train.sh` — and splits each step into its phases.
 //!
 //! `cargo run -p demorecon-train --example train_step -- [--gguf FILE] [--len 128]
-//! [--prompt 64] [--rank 16] [--targets q,k,v,o] [--steps 3] [--pair FILE]`
+//! [--prompt 64] [--rank 16] [--targets q,k,v,o] [--steps 3] [--pair FILE] [--describe]`
 //! (`--pair`: JSON `{"chosen": [ids], "rejected": [ids], "prompt_len": n}` instead of random
 //! ids, so another implementation can be timed on the same tokens).
 //! Prints one JSON line per step (`ref_s`, `forward_s`, `backward_s`, `optimizer_s`,
 //! `step_s`, `tokens_per_s`); the reference pass is included in the step, as TRL runs it.
+//! `--describe` prints the GEMM backend and thread settings the steps would run with, and
+//! exits.
 
 use demorecon_train::data::{Example, Sequence};
 use demorecon_train::loss::Mode;
@@ -35,6 +37,10 @@ fn main() -> anyhow::Result<()> {
             "--steps" => steps = value()?.parse()?,
             "--targets" => targets = value()?,
             "--pair" => pair_file = Some(value()?),
+            "--describe" => {
+                println!("ours: GEMM {}", demorecon_train::ops::blas::describe());
+                return Ok(());
+            }
             other => anyhow::bail!("unknown flag {other}"),
         }
     }

@@ -167,6 +167,8 @@ pub struct Lora {
 struct FusedProjs {
     base: FrozenLinear,
     parts: Vec<(Target, usize, Option<Lora>)>,
+    /// The base and every adapted part's branch as one op (`None`: no part is adapted).
+    lora: Option<ops::LoraLinear>,
 }
 
 struct Block {
@@ -307,9 +309,25 @@ impl TrainLlama {
                     parts.push((target, out, adapter));
                     weights.push(weight);
                 }
+                let base = FrozenLinear::new(Tensor::cat(&weights, 0)?)?;
+                let mut offset = 0;
+                let mut adapted = Vec::new();
+                for (_, width, adapter) in &parts {
+                    if adapter.is_some() {
+                        adapted.push((offset, *width));
+                    }
+                    offset += width;
+                }
+                let fused = (!adapted.is_empty()).then(|| ops::LoraLinear {
+                    weight: base.weight.clone(),
+                    parts: adapted,
+                    rank: lora.rank,
+                    scale: lora.scale() as f32,
+                });
                 Ok(FusedProjs {
-                    base: FrozenLinear::new(Tensor::cat(&weights, 0)?)?,
+                    base,
                     parts,
+                    lora: fused,
                 })
             };
             // Drawn in the order q, k, v, o, gate, up, down.
@@ -389,10 +407,7 @@ impl TrainLlama {
         let sin = self.sin.narrow(0, 0, len)?.contiguous()?;
         for block in &self.blocks {
             let h = ops::rms_norm(&x, &block.attn_norm, eps)?;
-            let mut qkv = self.project(&block.qkv, &h, adapter)?.into_iter();
-            let (Some(q), Some(k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
-                candle_core::bail!("q/k/v projection returned too few parts");
-            };
+            let qkv = self.project(&block.qkv, &h, adapter)?;
             let y = ops::Attention {
                 rows,
                 len,
@@ -402,19 +417,17 @@ impl TrainLlama {
                 cos: cos.clone(),
                 sin: sin.clone(),
             }
-            .forward(&q, &k, &v)?;
-            x = (self.project_one(&block.o, &y, adapter)? + x)?;
+            .forward(&qkv)?;
+            x = (self.project(&block.o, &y, adapter)? + x)?;
             let h = ops::rms_norm(&x, &block.ffn_norm, eps)?;
             if let Some(mlp) = &block.frozen_mlp {
                 x = (mlp.forward(&h)? + x)?;
                 continue;
             }
-            let mut gate_up = self.project(&block.gate_up, &h, adapter)?.into_iter();
-            let (Some(gate), Some(up)) = (gate_up.next(), gate_up.next()) else {
-                candle_core::bail!("gate/up projection returned too few parts");
-            };
-            let act = (gate.silu()? * up)?;
-            x = (self.project_one(&block.down, &act, adapter)? + x)?;
+            let gate_up = self.project(&block.gate_up, &h, adapter)?;
+            let ffn = gate_up.dim(1)? / 2;
+            let act = (gate_up.narrow(1, 0, ffn)?.silu()? * gate_up.narrow(1, ffn, ffn)?)?;
+            x = (self.project(&block.down, &act, adapter)? + x)?;
         }
         ops::rms_norm(&x, &self.norm, eps)
     }
@@ -441,42 +454,50 @@ impl TrainLlama {
         hidden.index_select(&positions, 0)
     }
 
-    /// The outputs of a fused group's projections, each with its LoRA delta when the
-    /// adapter is on.
+    /// The output of a fused group's projections (`n × Σ widths`), each part with its LoRA
+    /// delta when the adapter is on: one [`ops::LoraLinear`] op for the whole group, or, with
+    /// dropout drawn, the base product plus one recorded branch per part.
     fn project(
         &self,
         group: &FusedProjs,
         x: &Tensor,
         adapter: &mut Adapter,
-    ) -> candle_core::Result<Vec<Tensor>> {
+    ) -> candle_core::Result<Tensor> {
+        let Adapter::On(rng) = adapter else {
+            return group.base.forward(x);
+        };
+        let Some(fused) = &group.lora else {
+            return group.base.forward(x);
+        };
+        if rng.is_none() || self.lora.dropout <= 0.0 {
+            let stack = |pick: fn(&Lora) -> &Var| -> candle_core::Result<Tensor> {
+                let parts: Vec<&Tensor> = group
+                    .parts
+                    .iter()
+                    .filter_map(|(_, _, l)| l.as_ref().map(|l| pick(l).as_tensor()))
+                    .collect();
+                match parts.as_slice() {
+                    [one] => Ok((*one).clone()),
+                    _ => Tensor::cat(&parts, 0),
+                }
+            };
+            return fused.forward(x, &stack(|l| &l.a)?, &stack(|l| &l.b)?);
+        }
         let base = group.base.forward(x)?;
-        let single = group.parts.len() == 1;
         let mut outputs = Vec::with_capacity(group.parts.len());
         let mut offset = 0;
         for (_, width, lora) in &group.parts {
-            let part = if single {
-                base.clone()
-            } else {
-                base.narrow(1, offset, *width)?
-            };
+            let part = base.narrow(1, offset, *width)?;
             offset += width;
-            outputs.push(match (lora, &mut *adapter) {
-                (Some(lora), Adapter::On(rng)) => (part + self.lora_delta(lora, x, rng)?)?,
-                _ => part,
+            outputs.push(match lora {
+                Some(lora) => (part + self.lora_delta(lora, x, rng)?)?,
+                None => part,
             });
         }
-        Ok(outputs)
-    }
-
-    fn project_one(
-        &self,
-        group: &FusedProjs,
-        x: &Tensor,
-        adapter: &mut Adapter,
-    ) -> candle_core::Result<Tensor> {
-        let mut out = self.project(group, x, adapter)?;
-        out.pop()
-            .ok_or_else(|| candle_core::Error::Msg("empty projection group".into()))
+        match outputs.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => Tensor::cat(&outputs, 1),
+        }
     }
 
     /// `scale · (drop(x)·Aᵀ)·Bᵀ`.

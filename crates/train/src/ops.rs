@@ -3,63 +3,105 @@
 //! candle's fast kernels for RMSNorm, interleaved RoPE and the last-dimension softmax have no
 //! backward (a model built from them silently trains nothing), and its matmul backward always
 //! computes the gradient of *both* operands, so every frozen projection would cost a second,
-//! wasted GEMM per layer. Each op here runs fast kernels forward and supplies the backward by
-//! hand, for the inputs only: the frozen tensors (weights, norm scales, rotation tables) live
-//! inside the op, outside the autograd graph. The finite-difference test in
+//! wasted GEMM per layer. Each op here runs its own kernels forward and supplies the backward
+//! by hand, for the inputs only: the frozen tensors (weights, norm scales, rotation tables)
+//! live inside the op, outside the autograd graph. The finite-difference test in
 //! `tests/train.rs` checks every one of them.
 //!
-//! Three ops fuse whole sub-graphs, because on a 2-core CPU each recorded candle op costs an
-//! output allocation, a gradient buffer and a thread-pool round trip: [`Attention`] (RoPE,
-//! grouped-query scores, causal softmax, values), [`FrozenMlp`] (SwiGLU without LoRA) and
-//! [`LmHeadLogProb`] (tied output projection, log-softmax over the vocabulary and the pick of
-//! each target token, keeping the softmax for the backward pass instead of a log-softmax graph
-//! over 49,152 columns). Together they halved the backward pass of a SmolLM2 step.
+//! The ops fuse whole sub-graphs, because on a 2-core CPU each recorded candle op costs an
+//! output allocation, a gradient buffer and a thread-pool round trip: [`LoraLinear`] (a frozen
+//! projection group plus the LoRA branches of its adapted parts, with the gradients of `A` and
+//! `B` from one backward), [`Attention`] (RoPE, grouped-query scores, causal softmax, values,
+//! straight from the fused q/k/v projection), [`rms_norm`], [`FrozenMlp`] (SwiGLU without
+//! LoRA) and [`LmHeadLogProb`] (tied output projection, log-softmax over the vocabulary and
+//! the pick of each target token, keeping the softmax for the backward pass instead of a
+//! log-softmax graph over 49,152 columns). Inside an op the products are [`blas`] GEMMs on
+//! the op's own buffers and the elementwise work is one rayon pass, so a layer costs a handful
+//! of parallel regions instead of one per elementwise candle op. Without gradients (the DPO
+//! reference pass) the same kernels run and nothing is kept for a backward pass.
+//!
+//! These are not general-purpose layers: f32, CPU, contiguous inputs.
 
-use candle_core::{CpuStorage, CustomOp1, D, DType, Device, Layout, Result, Shape, Tensor};
+pub mod blas;
+
+use blas::Op::{N, T};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-/// A tensor over the op's (possibly strided) input, on the CPU.
-fn input_tensor(storage: &CpuStorage, layout: &Layout) -> Result<Tensor> {
+/// The values of a custom op's input (contiguous f32 on the CPU).
+fn input_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("training ops take f32 tensors")
     };
     match layout.contiguous_offsets() {
-        Some((start, end)) => Tensor::from_slice(&data[start..end], layout.shape(), &Device::Cpu),
+        Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("training ops take contiguous tensors"),
     }
 }
 
-/// The storage a custom op returns for `t`.
-fn output_storage(t: &Tensor) -> Result<(CpuStorage, Shape)> {
-    let values = t.flatten_all()?.to_vec1::<f32>()?;
-    Ok((CpuStorage::F32(values), t.shape().clone()))
+/// Runs `f` on the values of a contiguous f32 CPU tensor, without copying them.
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("training ops run on the CPU")
+    };
+    f(input_slice(cpu, layout)?)
+}
+
+/// A copy of a tensor's values in row-major order.
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `x · Wᵀ` with a frozen `W` (`out × in`): the gradient flows to `x` only.
 pub struct FrozenLinear {
     pub weight: Tensor,
+    out: usize,
+    inp: usize,
 }
 
 impl FrozenLinear {
     pub fn new(weight: Tensor) -> Result<Self> {
-        Ok(Self {
-            weight: weight.to_dtype(DType::F32)?.contiguous()?,
-        })
+        let weight = weight.to_dtype(candle_core::DType::F32)?.contiguous()?;
+        let (out, inp) = weight.dims2()?;
+        Ok(Self { weight, out, inp })
     }
 
     /// `x` is `(n, in)`; returns `(n, out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
+        let op = FrozenLinearOp {
+            weight: self.weight.clone(),
+            out: self.out,
+            inp: self.inp,
+        };
         if x.track_op() {
-            x.apply_op1(FrozenLinearOp(self.weight.clone()))
+            x.apply_op1(op)
         } else {
-            x.matmul(&self.weight.t()?)
+            x.apply_op1_no_bwd(&op)
         }
     }
 }
 
-struct FrozenLinearOp(Tensor);
+struct FrozenLinearOp {
+    weight: Tensor,
+    out: usize,
+    inp: usize,
+}
+
+/// `y = x · Wᵀ` for `x` of `n × in` values.
+fn linear(weight: &Tensor, x: &[f32], n: usize, out: usize, inp: usize) -> Result<Vec<f32>> {
+    let mut y = vec![0f32; n * out];
+    with_values(weight, |w| {
+        blas::gemm(n, out, inp, 1.0, x, N, w, T, &mut y, false)
+    })?;
+    Ok(y)
+}
 
 impl CustomOp1 for FrozenLinearOp {
     fn name(&self) -> &'static str {
@@ -67,11 +109,190 @@ impl CustomOp1 for FrozenLinearOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        output_storage(&input_tensor(storage, layout)?.matmul(&self.0.t()?)?)
+        let x = input_slice(storage, layout)?;
+        let n = x.len() / self.inp;
+        let y = linear(&self.weight, x, n, self.out, self.inp)?;
+        Ok((CpuStorage::F32(y), Shape::from((n, self.out))))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.matmul(&self.0)?))
+        let g = values(grad)?;
+        let n = g.len() / self.out;
+        let mut dx = vec![0f32; n * self.inp];
+        with_values(&self.weight, |w| {
+            blas::gemm(n, self.inp, self.out, 1.0, &g, N, w, N, &mut dx, false)
+        })?;
+        Tensor::from_vec(dx, (n, self.inp), grad.device()).map(Some)
+    }
+}
+
+/// A frozen projection group `x · Wᵀ` (`W` the stacked `out × in` weights of projections that
+/// read the same input) plus `scale · (x · Aₚᵀ) · Bₚᵀ` on the columns of each adapted part `p`,
+/// as one op over `x`, the adapted parts' `A`s stacked (`parts·r × in`) and their `B`s
+/// stacked (`Σ widthₚ × r`). One backward gives `x`'s gradient (through `W` and every branch)
+/// and every `A` and `B` gradient. No dropout: with dropout the model records the branches
+/// separately.
+pub struct LoraLinear {
+    pub weight: Tensor,
+    /// `(column offset, width)` in the output of each adapted part, in stacking order.
+    pub parts: Vec<(usize, usize)>,
+    pub rank: usize,
+    pub scale: f32,
+}
+
+impl LoraLinear {
+    /// `x` is `(n, in)`; returns `(n, out)`.
+    pub fn forward(&self, x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (out, inp) = self.weight.dims2()?;
+        let r = self.rank;
+        let p = self.parts.len();
+        let b_rows: usize = self.parts.iter().map(|&(_, w)| w).sum();
+        if a.dims() != [p * r, inp] || b.dims() != [b_rows, r] {
+            candle_core::bail!(
+                "LoRA shapes {:?} / {:?} do not fit {p} parts of rank {r} over {inp} inputs",
+                a.dims(),
+                b.dims()
+            );
+        }
+        if self.parts.iter().any(|&(o, w)| o + w > out) {
+            candle_core::bail!("LoRA part outside the projection's {out} outputs");
+        }
+        let op = LoraLinearOp {
+            weight: self.weight.clone(),
+            parts: self.parts.clone(),
+            rank: r,
+            scale: self.scale,
+            out,
+            inp,
+            low: Mutex::new(None),
+        };
+        let (x, a, b) = (x.contiguous()?, a.contiguous()?, b.contiguous()?);
+        if x.track_op() || a.track_op() || b.track_op() {
+            x.apply_op3(&a, &b, op)
+        } else {
+            x.apply_op3_no_bwd(&a, &b, &op)
+        }
+    }
+}
+
+struct LoraLinearOp {
+    weight: Tensor,
+    parts: Vec<(usize, usize)>,
+    rank: usize,
+    scale: f32,
+    out: usize,
+    inp: usize,
+    /// `x · Aᵀ`, `n × parts·r`, kept for `B`'s gradient.
+    low: Mutex<Option<Vec<f32>>>,
+}
+
+impl CustomOp3 for LoraLinearOp {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, a, b) = (
+            input_slice(s1, l1)?,
+            input_slice(s2, l2)?,
+            input_slice(s3, l3)?,
+        );
+        let (out, inp, r) = (self.out, self.inp, self.rank);
+        let n = x.len() / inp;
+        let pr = self.parts.len() * r;
+        let mut y = linear(&self.weight, x, n, out, inp)?;
+        let mut low = vec![0f32; n * pr];
+        blas::gemm(n, pr, inp, 1.0, x, N, a, T, &mut low, false)?;
+        // y[:, part] += scale · low[:, part's r columns] · Bₚᵀ (strided views of y and low).
+        let mut b_row = 0;
+        for (i, &(offset, width)) in self.parts.iter().enumerate() {
+            blas::gemm_strided(
+                blas::Strided {
+                    m: n,
+                    n: width,
+                    k: r,
+                    alpha: self.scale,
+                },
+                (&low[i * r..], N, pr),
+                (&b[b_row * r..], T, r),
+                (&mut y[offset..], out),
+                true,
+            )?;
+            b_row += width;
+        }
+        *lock(&self.low) = Some(low);
+        Ok((CpuStorage::F32(y), Shape::from((n, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(low) = lock(&self.low).take() else {
+            candle_core::bail!("lora-linear backward run twice or without a forward")
+        };
+        let (out, inp, r) = (self.out, self.inp, self.rank);
+        let g = values(grad)?;
+        let n = g.len() / out;
+        let pr = self.parts.len() * r;
+        let (xv, av, bv) = (values(x)?, values(a)?, values(b)?);
+        // d_low[:, part] = scale · g[:, part] · Bₚ; dBₚ = scale · g[:, part]ᵀ · low[:, part].
+        let mut d_low = vec![0f32; n * pr];
+        let mut db = vec![0f32; bv.len()];
+        let mut b_row = 0;
+        for (i, &(offset, width)) in self.parts.iter().enumerate() {
+            blas::gemm_strided(
+                blas::Strided {
+                    m: n,
+                    n: r,
+                    k: width,
+                    alpha: self.scale,
+                },
+                (&g[offset..], N, out),
+                (&bv[b_row * r..], N, r),
+                (&mut d_low[i * r..], pr),
+                false,
+            )?;
+            blas::gemm_strided(
+                blas::Strided {
+                    m: width,
+                    n: r,
+                    k: n,
+                    alpha: self.scale,
+                },
+                (&g[offset..], T, out),
+                (&low[i * r..], N, pr),
+                (&mut db[b_row * r..], r),
+                false,
+            )?;
+            b_row += width;
+        }
+        // dA = d_lowᵀ · x; dx = g · W + d_low · A.
+        let mut da = vec![0f32; pr * inp];
+        blas::gemm(pr, inp, n, 1.0, &d_low, T, &xv, N, &mut da, false)?;
+        let mut dx = vec![0f32; n * inp];
+        with_values(&self.weight, |w| {
+            blas::gemm(n, inp, out, 1.0, &g, N, w, N, &mut dx, false)
+        })?;
+        blas::gemm(n, inp, pr, 1.0, &d_low, N, &av, N, &mut dx, true)?;
+        let device = grad.device();
+        Ok((
+            Some(Tensor::from_vec(dx, (n, inp), device)?),
+            Some(Tensor::from_vec(da, (pr, inp), device)?),
+            Some(Tensor::from_vec(db, b.shape(), device)?),
+        ))
     }
 }
 
@@ -90,9 +311,12 @@ impl FrozenMlp {
     /// `x` is `(n, d)`; returns `(n, d)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
+        let (d, ffn) = self.down.dims2()?;
         let op = MlpOp {
             gate_up: self.gate_up.clone(),
             down: self.down.clone(),
+            d,
+            ffn,
             saved: Mutex::new(None),
             keep: x.track_op(),
         };
@@ -107,6 +331,8 @@ impl FrozenMlp {
 struct MlpOp {
     gate_up: Tensor,
     down: Tensor,
+    d: usize,
+    ffn: usize,
     /// The gate/up pre-activations `(n, 2·ffn)`, for the backward pass.
     saved: Mutex<Option<Vec<f32>>>,
     keep: bool,
@@ -122,13 +348,10 @@ impl CustomOp1 for MlpOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = input_tensor(storage, layout)?;
-        let n = x.dim(0)?;
-        let ffn = self.down.dim(1)?;
-        let gu = x
-            .matmul(&self.gate_up.t()?)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let x = input_slice(storage, layout)?;
+        let (d, ffn) = (self.d, self.ffn);
+        let n = x.len() / d;
+        let gu = linear(&self.gate_up, x, n, 2 * ffn, d)?;
         let mut act = vec![0f32; n * ffn];
         act.par_chunks_mut(ffn)
             .zip(gu.par_chunks(2 * ffn))
@@ -138,25 +361,24 @@ impl CustomOp1 for MlpOp {
                     a[j] = g[j] * sigmoid(g[j]) * u[j];
                 }
             });
-        let act = Tensor::from_vec(act, (n, ffn), &Device::Cpu)?;
-        let out = act.matmul(&self.down.t()?)?;
+        let out = linear(&self.down, &act, n, d, ffn)?;
         if self.keep {
-            *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(gu);
+            *lock(&self.saved) = Some(gu);
         }
-        output_storage(&out)
+        Ok((CpuStorage::F32(out), Shape::from((n, d))))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let Some(gu) = self.saved.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let Some(gu) = lock(&self.saved).take() else {
             candle_core::bail!("mlp backward run twice or without a forward")
         };
-        let n = x.dim(0)?;
-        let ffn = self.down.dim(1)?;
-        let d_act = grad
-            .contiguous()?
-            .matmul(&self.down)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let (d, ffn) = (self.d, self.ffn);
+        let g = values(grad)?;
+        let n = g.len() / d;
+        let mut d_act = vec![0f32; n * ffn];
+        with_values(&self.down, |w| {
+            blas::gemm(n, ffn, d, 1.0, &g, N, w, N, &mut d_act, false)
+        })?;
         let mut d_gu = vec![0f32; n * 2 * ffn];
         d_gu.par_chunks_mut(2 * ffn)
             .zip(gu.par_chunks(2 * ffn))
@@ -171,27 +393,40 @@ impl CustomOp1 for MlpOp {
                     dg[j] = da[j] * u[j] * (s + silu * (1.0 - s));
                 }
             });
-        let d_gu = Tensor::from_vec(d_gu, (n, 2 * ffn), &Device::Cpu)?;
-        Ok(Some(d_gu.matmul(&self.gate_up)?))
+        drop(d_act);
+        let mut dx = vec![0f32; n * d];
+        with_values(&self.gate_up, |w| {
+            blas::gemm(n, d, 2 * ffn, 1.0, &d_gu, N, w, N, &mut dx, false)
+        })?;
+        Tensor::from_vec(dx, (n, d), grad.device()).map(Some)
     }
 }
 
 /// RMSNorm with a frozen scale; `x` is `(n, d)`.
 pub fn rms_norm(x: &Tensor, scale: &Tensor, eps: f32) -> Result<Tensor> {
     let x = x.contiguous()?;
+    let op = RmsNormOp {
+        scale: values(scale)?,
+        eps,
+    };
     if x.track_op() {
-        x.apply_op1(RmsNormOp {
-            scale: scale.clone(),
-            eps,
-        })
+        x.apply_op1(op)
     } else {
-        candle_nn::ops::rms_norm(&x, scale, eps)
+        x.apply_op1_no_bwd(&op)
     }
 }
 
 struct RmsNormOp {
-    scale: Tensor,
+    scale: Vec<f32>,
     eps: f32,
+}
+
+impl RmsNormOp {
+    /// `(mean(x²) + eps)^-½` of one row.
+    fn inv_rms(&self, row: &[f32]) -> f32 {
+        let ss: f32 = row.iter().map(|v| v * v).sum();
+        1.0 / (ss / row.len() as f32 + self.eps).sqrt()
+    }
 }
 
 impl CustomOp1 for RmsNormOp {
@@ -200,49 +435,53 @@ impl CustomOp1 for RmsNormOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = input_tensor(storage, layout)?;
-        output_storage(&candle_nn::ops::rms_norm(&x, &self.scale, self.eps)?)
+        let x = input_slice(storage, layout)?;
+        let d = self.scale.len();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(y, x)| {
+            let r = self.inv_rms(x);
+            for ((y, x), w) in y.iter_mut().zip(x).zip(&self.scale) {
+                *y = x * r * w;
+            }
+        });
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 
     // y = x·r·w with r = (mean(x²) + eps)^-½, so
     // dx = r·(g·w) − x·r³·mean(g·w·x) over the last dimension.
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let x = x.detach();
-        let gw = grad.broadcast_mul(&self.scale)?;
-        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps as f64)?
-            .sqrt()?
-            .recip()?;
-        let dot = (&gw * &x)?.mean_keepdim(D::Minus1)?;
-        let dx = (gw.broadcast_mul(&r)? - x.broadcast_mul(&(dot * r.powf(3.0)?)?)?)?;
-        Ok(Some(dx))
+        let d = self.scale.len();
+        let g = values(grad)?;
+        let mut dx = vec![0f32; g.len()];
+        with_values(x, |x| {
+            dx.par_chunks_mut(d)
+                .zip(x.par_chunks(d))
+                .zip(g.par_chunks(d))
+                .for_each(|((dx, x), g)| {
+                    let r = self.inv_rms(x);
+                    let dot: f32 = g
+                        .iter()
+                        .zip(&self.scale)
+                        .zip(x)
+                        .map(|((g, w), x)| g * w * x)
+                        .sum::<f32>()
+                        / d as f32;
+                    let c = dot * r * r * r;
+                    for (((dx, g), w), x) in dx.iter_mut().zip(g).zip(&self.scale).zip(x) {
+                        *dx = r * g * w - x * c;
+                    }
+                });
+            Ok(())
+        })?;
+        Tensor::from_vec(dx, x.shape(), grad.device()).map(Some)
     }
 }
 
-/// In place over rows of `keys` scores: row `r` is a query at position `r % keys`, which sees
-/// keys `0..=r % keys`; the rest get weight 0.
-fn causal_softmax_rows(data: &mut [f32], keys: usize, scale: f32) {
-    data.par_chunks_mut(keys).enumerate().for_each(|(r, row)| {
-        let visible = r % keys + 1;
-        let (seen, hidden) = row.split_at_mut(visible);
-        let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for v in seen.iter_mut() {
-            *v = ((*v - max) * scale).exp();
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        for v in seen.iter_mut() {
-            *v *= inv;
-        }
-        hidden.fill(0.0);
-    });
-}
-
-/// Causal grouped-query self-attention with interleaved RoPE, from the projected `q`
-/// (`n × heads·hd`), `k` and `v` (`n × kv_heads·hd`) of `rows` sequences of `len` tokens to
-/// the heads' outputs (`n × heads·hd`), as one op: the reshapes, rotations, score and value
-/// products and the softmax run on plain tensors, and the backward pass is written out
-/// (saving the rotated q/k, v and the attention weights) instead of recorded op by op.
+/// Causal grouped-query self-attention with interleaved RoPE, from the fused projection
+/// `qkv` (`n × (heads + 2·kv_heads)·hd`: q, then k, then v columns) of `rows` sequences of
+/// `len` tokens to the heads' outputs (`n × heads·hd`), as one op: rotations, score and value
+/// products and the softmax run per (sequence, head) on plain buffers, and the backward pass
+/// is written out, keeping only the attention weights (rotations are recomputed).
 pub struct Attention {
     pub rows: usize,
     pub len: usize,
@@ -255,135 +494,237 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    pub fn forward(&self, qkv: &Tensor) -> Result<Tensor> {
+        let qkv = qkv.contiguous()?;
+        let half = self.head_dim / 2;
+        let width = (self.heads + 2 * self.kv_heads) * self.head_dim;
+        if qkv.dims() != [self.rows * self.len, width]
+            || self.cos.dims() != [self.len, half]
+            || self.sin.dims() != [self.len, half]
+            || self.kv_heads == 0
+            || !self.heads.is_multiple_of(self.kv_heads)
+        {
+            candle_core::bail!(
+                "attention shapes: qkv {:?}, rope {:?}",
+                qkv.dims(),
+                self.cos.dims()
+            );
+        }
         let op = AttentionOp {
-            shape: AttentionShape {
-                rows: self.rows,
-                len: self.len,
-                heads: self.heads,
-                kv_heads: self.kv_heads,
-                head_dim: self.head_dim,
-            },
-            cos: self.cos.clone(),
-            sin: self.sin.clone(),
+            rows: self.rows,
+            len: self.len,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            hd: self.head_dim,
+            cos: values(&self.cos)?,
+            sin: values(&self.sin)?,
             saved: Mutex::new(None),
-            keep: q.track_op() || k.track_op() || v.track_op(),
+            keep: qkv.track_op(),
         };
         if op.keep {
-            q.apply_op3(&k, &v, op)
+            qkv.apply_op1(op)
         } else {
-            q.apply_op3_no_bwd(&k, &v, &op)
+            qkv.apply_op1_no_bwd(&op)
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct AttentionShape {
-    rows: usize,
-    len: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-}
-
-impl AttentionShape {
-    /// `(n, heads·hd)` → `(rows, heads, len, hd)`.
-    fn split(&self, t: &Tensor, heads: usize) -> Result<Tensor> {
-        t.reshape((self.rows, self.len, heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
-    /// `(rows, heads, len, hd)` (or the grouped view of it) → `(n, heads·hd)`.
-    fn merge(&self, t: &Tensor, heads: usize) -> Result<Tensor> {
-        t.reshape((self.rows, heads, self.len, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((self.rows * self.len, heads * self.head_dim))
-    }
-
-    /// Query heads sharing a KV head stacked as rows: `(rows, kv_heads, n_rep·len, hd)`.
-    fn grouped(&self, t: &Tensor) -> Result<Tensor> {
-        let n_rep = self.heads / self.kv_heads;
-        t.reshape((self.rows, self.kv_heads, n_rep * self.len, self.head_dim))
-    }
-
-    /// Un-rotates a gradient (rotation by `-θ`) and lays it out as `(n, heads·hd)`.
-    fn unrotate(&self, t: &Tensor, heads: usize, cos: &Tensor, neg_sin: &Tensor) -> Result<Tensor> {
-        let t = t
-            .reshape((self.rows, heads, self.len, self.head_dim))?
-            .contiguous()?;
-        self.merge(&candle_nn::rotary_emb::rope_i(&t, cos, neg_sin)?, heads)
     }
 }
 
 struct AttentionOp {
-    shape: AttentionShape,
-    cos: Tensor,
-    sin: Tensor,
-    /// Grouped rotated q, rotated k, v and the attention weights, for the backward pass.
-    saved: Mutex<Option<[Tensor; 4]>>,
+    rows: usize,
+    len: usize,
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// The attention weights of each (sequence, head), `len × len`, for the backward pass.
+    saved: Mutex<Option<Vec<Vec<f32>>>>,
     keep: bool,
 }
 
-impl candle_core::CustomOp3 for AttentionOp {
+impl AttentionOp {
+    fn width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.hd
+    }
+
+    /// Copies head `col` (a column offset into a `qkv`-like row) of every token of sequence
+    /// `row` into a `len × hd` buffer, rotated by `sign·θ` when `rotate`.
+    fn gather(
+        &self,
+        src: &[f32],
+        stride: usize,
+        row: usize,
+        col: usize,
+        rotate: Option<f32>,
+    ) -> Vec<f32> {
+        let (len, hd) = (self.len, self.hd);
+        let half = hd / 2;
+        let mut out = vec![0f32; len * hd];
+        for (t, o) in out.chunks_mut(hd).enumerate() {
+            let s = &src[(row * len + t) * stride + col..][..hd];
+            match rotate {
+                Some(sign) => {
+                    let (cos, sin) = (&self.cos[t * half..][..half], &self.sin[t * half..][..half]);
+                    for i in 0..half {
+                        let (a, b) = (s[2 * i], s[2 * i + 1]);
+                        let (c, sn) = (cos[i], sign * sin[i]);
+                        o[2 * i] = a * c - b * sn;
+                        o[2 * i + 1] = a * sn + b * c;
+                    }
+                }
+                None => o.copy_from_slice(s),
+            }
+        }
+        out
+    }
+
+    /// Rotates every `hd`-row of a `len × hd` buffer by `−θ` in place (the backward of RoPE).
+    fn unrotate(&self, buf: &mut [f32]) {
+        let half = self.hd / 2;
+        for (t, o) in buf.chunks_mut(self.hd).enumerate() {
+            let (cos, sin) = (&self.cos[t * half..][..half], &self.sin[t * half..][..half]);
+            for i in 0..half {
+                let (a, b) = (o[2 * i], o[2 * i + 1]);
+                o[2 * i] = a * cos[i] + b * sin[i];
+                o[2 * i + 1] = -a * sin[i] + b * cos[i];
+            }
+        }
+    }
+
+    /// (sequence, query head, its kv head) of every task.
+    fn tasks(&self) -> Vec<(usize, usize, usize)> {
+        let n_rep = self.heads / self.kv_heads;
+        (0..self.rows)
+            .flat_map(|b| (0..self.heads).map(move |h| (b, h, h / n_rep)))
+            .collect()
+    }
+}
+
+/// In place over the `len × len` scores of one head: row `t` sees keys `0..=t`; the rest get
+/// weight 0.
+fn causal_softmax(scores: &mut [f32], len: usize, scale: f32) {
+    for (t, row) in scores.chunks_mut(len).enumerate() {
+        let (seen, hidden) = row.split_at_mut(t + 1);
+        let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for v in seen.iter_mut() {
+            *v = ((*v - max) * scale).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        for v in seen.iter_mut() {
+            *v *= inv;
+        }
+        hidden.fill(0.0);
+    }
+}
+
+impl CustomOp1 for AttentionOp {
     fn name(&self) -> &'static str {
         "causal-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let sh = self.shape;
-        let q = sh.split(&input_tensor(s1, l1)?, sh.heads)?;
-        let k = sh.split(&input_tensor(s2, l2)?, sh.kv_heads)?;
-        let v = sh.split(&input_tensor(s3, l3)?, sh.kv_heads)?;
-        let q = sh.grouped(&candle_nn::rotary_emb::rope_i(&q, &self.cos, &self.sin)?)?;
-        let k = candle_nn::rotary_emb::rope_i(&k, &self.cos, &self.sin)?;
-        let scores = q.matmul(&k.t()?)?;
-        let dims = scores.dims().to_vec();
-        let mut att = scores.flatten_all()?.to_vec1::<f32>()?;
-        causal_softmax_rows(&mut att, sh.len, 1.0 / (sh.head_dim as f32).sqrt());
-        let att = Tensor::from_vec(att, dims, &Device::Cpu)?;
-        let y = sh.merge(&att.matmul(&v)?, sh.heads)?;
-        if self.keep {
-            *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some([q, k, v, att]);
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = input_slice(storage, layout)?;
+        let (len, hd, width) = (self.len, self.hd, self.width());
+        let scale = 1.0 / (hd as f32).sqrt();
+        let k_col = self.heads * hd;
+        let v_col = k_col + self.kv_heads * hd;
+        let results = self
+            .tasks()
+            .into_par_iter()
+            .map(|(b, h, g)| -> Result<(Vec<f32>, Vec<f32>)> {
+                let q = self.gather(qkv, width, b, h * hd, Some(1.0));
+                let k = self.gather(qkv, width, b, k_col + g * hd, Some(1.0));
+                let v = self.gather(qkv, width, b, v_col + g * hd, None);
+                let mut att = vec![0f32; len * len];
+                blas::gemm_serial(len, len, hd, 1.0, &q, N, &k, T, &mut att, false)?;
+                causal_softmax(&mut att, len, scale);
+                let mut y = vec![0f32; len * hd];
+                blas::gemm_serial(len, hd, len, 1.0, &att, N, &v, N, &mut y, false)?;
+                Ok((y, att))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ycols = self.heads * hd;
+        let mut out = vec![0f32; self.rows * len * ycols];
+        let mut saved = Vec::with_capacity(if self.keep { results.len() } else { 0 });
+        for ((b, h, _), (y, att)) in self.tasks().into_iter().zip(results) {
+            for (t, src) in y.chunks(hd).enumerate() {
+                out[(b * len + t) * ycols + h * hd..][..hd].copy_from_slice(src);
+            }
+            if self.keep {
+                saved.push(att);
+            }
         }
-        output_storage(&y)
+        if self.keep {
+            *lock(&self.saved) = Some(saved);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((self.rows * len, ycols))))
     }
 
-    fn bwd(
-        &self,
-        _q: &Tensor,
-        _k: &Tensor,
-        _v: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some([q, k, v, att]) = self.saved.lock().unwrap_or_else(|p| p.into_inner()).take()
-        else {
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let Some(saved) = lock(&self.saved).take() else {
             candle_core::bail!("attention backward run twice or without a forward")
         };
-        let sh = self.shape;
-        let scale = 1.0 / (sh.head_dim as f64).sqrt();
-        let dy = sh.grouped(&sh.split(&grad.contiguous()?, sh.heads)?)?;
-        let d_att = dy.matmul(&v.t()?)?;
-        let dv = att.t()?.matmul(&dy)?;
-        let dot = (&d_att * &att)?.sum_keepdim(D::Minus1)?;
-        let d_scores = ((d_att.broadcast_sub(&dot)? * att)? * scale)?;
-        let dq = d_scores.matmul(&k)?;
-        let dk = d_scores.t()?.matmul(&q)?;
-        let neg_sin = self.sin.neg()?;
-        let dq = sh.unrotate(&dq, sh.heads, &self.cos, &neg_sin)?;
-        let dk = sh.unrotate(&dk, sh.kv_heads, &self.cos, &neg_sin)?;
-        Ok((Some(dq), Some(dk), Some(sh.merge(&dv, sh.kv_heads)?)))
+        let (len, hd, width) = (self.len, self.hd, self.width());
+        let scale = 1.0 / (hd as f32).sqrt();
+        let k_col = self.heads * hd;
+        let v_col = k_col + self.kv_heads * hd;
+        let ycols = self.heads * hd;
+        let dy = values(grad)?;
+        let tasks = self.tasks();
+        let results = with_values(qkv, |qkv| {
+            tasks
+                .par_iter()
+                .zip(saved.par_iter())
+                .map(|(&(b, h, g), att)| -> Result<[Vec<f32>; 3]> {
+                    let q = self.gather(qkv, width, b, h * hd, Some(1.0));
+                    let k = self.gather(qkv, width, b, k_col + g * hd, Some(1.0));
+                    let v = self.gather(qkv, width, b, v_col + g * hd, None);
+                    let dyh = self.gather(&dy, ycols, b, h * hd, None);
+                    // d_att = dy · vᵀ; dv = attᵀ · dy.
+                    let mut ds = vec![0f32; len * len];
+                    blas::gemm_serial(len, len, hd, 1.0, &dyh, N, &v, T, &mut ds, false)?;
+                    let mut dv = vec![0f32; len * hd];
+                    blas::gemm_serial(len, hd, len, 1.0, att, T, &dyh, N, &mut dv, false)?;
+                    // d_scores = (d_att − Σ d_att·att) · att · scale, row by row.
+                    for (d, a) in ds.chunks_mut(len).zip(att.chunks(len)) {
+                        let dot: f32 = d.iter().zip(a).map(|(d, a)| d * a).sum();
+                        for (d, a) in d.iter_mut().zip(a) {
+                            *d = (*d - dot) * a * scale;
+                        }
+                    }
+                    // dq = d_scores · k; dk = d_scoresᵀ · q; both rotated back.
+                    let mut dq = vec![0f32; len * hd];
+                    blas::gemm_serial(len, hd, len, 1.0, &ds, N, &k, N, &mut dq, false)?;
+                    let mut dk = vec![0f32; len * hd];
+                    blas::gemm_serial(len, hd, len, 1.0, &ds, T, &q, N, &mut dk, false)?;
+                    self.unrotate(&mut dq);
+                    self.unrotate(&mut dk);
+                    Ok([dq, dk, dv])
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut d_qkv = vec![0f32; self.rows * len * width];
+        for (&(b, h, g), [dq, dk, dv]) in tasks.iter().zip(&results) {
+            for t in 0..len {
+                let row = &mut d_qkv[(b * len + t) * width..][..width];
+                row[h * hd..][..hd].copy_from_slice(&dq[t * hd..][..hd]);
+                for (o, s) in row[k_col + g * hd..][..hd]
+                    .iter_mut()
+                    .zip(&dk[t * hd..][..hd])
+                {
+                    *o += s;
+                }
+                for (o, s) in row[v_col + g * hd..][..hd]
+                    .iter_mut()
+                    .zip(&dv[t * hd..][..hd])
+                {
+                    *o += s;
+                }
+            }
+        }
+        Tensor::from_vec(d_qkv, qkv.shape(), grad.device()).map(Some)
     }
 }
 
@@ -400,8 +741,11 @@ impl LmHeadLogProb {
         if h.dim(0)? != targets.len() {
             candle_core::bail!("{} rows but {} targets", h.dim(0)?, targets.len());
         }
+        let (vocab, d) = self.weight.dims2()?;
         let op = LmHeadOp {
             weight: self.weight.clone(),
+            vocab,
+            d,
             targets: targets.to_vec(),
             probs: Mutex::new(None),
             keep_probs: h.track_op(),
@@ -415,12 +759,18 @@ impl LmHeadLogProb {
 
     /// Full logits `(n, vocab)` for rows of `h` (no gradient): for inspection and interop checks.
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        h.contiguous()?.matmul(&self.weight.t()?)
+        let (vocab, d) = self.weight.dims2()?;
+        let h = values(&h.contiguous()?)?;
+        let n = h.len() / d;
+        let logits = linear(&self.weight, &h, n, vocab, d)?;
+        Tensor::from_vec(logits, (n, vocab), self.weight.device())
     }
 }
 
 struct LmHeadOp {
     weight: Tensor,
+    vocab: usize,
+    d: usize,
     targets: Vec<u32>,
     /// The softmax of the forward pass, `n × vocab`, kept for the backward pass.
     probs: Mutex<Option<Vec<f32>>>,
@@ -433,13 +783,10 @@ impl CustomOp1 for LmHeadOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let h = input_tensor(storage, layout)?;
-        let n = h.dim(0)?;
-        let vocab = self.weight.dim(0)?;
-        let mut logits = h
-            .matmul(&self.weight.t()?)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let h = input_slice(storage, layout)?;
+        let (vocab, d) = (self.vocab, self.d);
+        let n = h.len() / d;
+        let mut logits = linear(&self.weight, h, n, vocab, d)?;
         let mut out = vec![0f32; n];
         let keep = self.keep_probs;
         logits
@@ -462,19 +809,19 @@ impl CustomOp1 for LmHeadOp {
                 Ok(())
             })?;
         if keep {
-            *self.probs.lock().unwrap_or_else(|p| p.into_inner()) = Some(logits);
+            *lock(&self.probs) = Some(logits);
         }
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
     // d logp[t] / d logits = onehot(t) − softmax; then through the frozen projection.
-    fn bwd(&self, h: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let Some(mut probs) = self.probs.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+    fn bwd(&self, _h: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let Some(mut probs) = lock(&self.probs).take() else {
             candle_core::bail!("lm-head backward run twice or without a forward")
         };
-        let n = h.dim(0)?;
-        let vocab = self.weight.dim(0)?;
+        let (vocab, d) = (self.vocab, self.d);
         let g = grad.to_vec1::<f32>()?;
+        let n = g.len();
         probs
             .par_chunks_mut(vocab)
             .zip(g.par_iter())
@@ -485,7 +832,10 @@ impl CustomOp1 for LmHeadOp {
                 }
                 row[target as usize] += g;
             });
-        let grad_logits = Tensor::from_vec(probs, (n, vocab), &Device::Cpu)?;
-        Ok(Some(grad_logits.matmul(&self.weight)?))
+        let mut dh = vec![0f32; n * d];
+        with_values(&self.weight, |w| {
+            blas::gemm(n, d, vocab, 1.0, &probs, N, w, N, &mut dh, false)
+        })?;
+        Tensor::from_vec(dh, (n, d), grad.device()).map(Some)
     }
 }
