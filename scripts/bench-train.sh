@@ -75,7 +75,7 @@ def seq_logps(logits):
     return logp, (logp * mask).sum(-1)
 
 for step in range(steps + 1):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad(), model.disable_adapter():
         _, ref = seq_logps(model(ids).logits)
     logp, pol = seq_logps(model(ids).logits)
@@ -87,9 +87,10 @@ for step in range(steps + 1):
     torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     if step > 0:
-        print(json.dumps({"step": step, "loss": loss.item(), "step_s": dt, "tokens_per_s": ids.numel() / dt}), flush=True)
+        print(json.dumps({"step": step, "loss": loss.item(), "step_s": dt, "cpu_s": cpu,
+                          "tokens_per_s": ids.numel() / dt}), flush=True)
 PY
 
 # What both sides run on.

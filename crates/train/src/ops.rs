@@ -165,6 +165,7 @@ impl LoraLinear {
             out,
             inp,
             low: Mutex::new(None),
+            need_dx: x.track_op(),
         };
         let (x, a, b) = (x.contiguous()?, a.contiguous()?, b.contiguous()?);
         if x.track_op() || a.track_op() || b.track_op() {
@@ -184,6 +185,9 @@ struct LoraLinearOp {
     inp: usize,
     /// `x · Aᵀ`, `n × parts·r`, kept for `B`'s gradient.
     low: Mutex<Option<Vec<f32>>>,
+    /// Whether `x` is in the graph: the first layer's input (the embedding) is not, and its
+    /// gradient, a full-size GEMM, is skipped.
+    need_dx: bool,
 }
 
 impl CustomOp3 for LoraLinearOp {
@@ -282,14 +286,19 @@ impl CustomOp3 for LoraLinearOp {
         // dA = d_lowᵀ · x; dx = g · W + d_low · A.
         let mut da = vec![0f32; pr * inp];
         blas::gemm(pr, inp, n, 1.0, &d_low, T, &xv, N, &mut da, false)?;
-        let mut dx = vec![0f32; n * inp];
-        with_values(&self.weight, |w| {
-            blas::gemm(n, inp, out, 1.0, &g, N, w, N, &mut dx, false)
-        })?;
-        blas::gemm(n, inp, pr, 1.0, &d_low, N, &av, N, &mut dx, true)?;
         let device = grad.device();
+        let dx = if self.need_dx {
+            let mut dx = vec![0f32; n * inp];
+            with_values(&self.weight, |w| {
+                blas::gemm(n, inp, out, 1.0, &g, N, w, N, &mut dx, false)
+            })?;
+            blas::gemm(n, inp, pr, 1.0, &d_low, N, &av, N, &mut dx, true)?;
+            Some(Tensor::from_vec(dx, (n, inp), device)?)
+        } else {
+            None
+        };
         Ok((
-            Some(Tensor::from_vec(dx, (n, inp), device)?),
+            dx,
             Some(Tensor::from_vec(da, (pr, inp), device)?),
             Some(Tensor::from_vec(db, b.shape(), device)?),
         ))

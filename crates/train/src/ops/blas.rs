@@ -222,6 +222,14 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// The logical matrix from its column `c` on.
+    fn from_col(&self, c: usize) -> Self {
+        Mat {
+            data: &self.data[c * self.strides().1..],
+            ..*self
+        }
+    }
+
     /// The logical matrix from its row `r` on.
     fn from_row(&self, r: usize) -> Self {
         Mat {
@@ -276,13 +284,15 @@ fn gemm_crate(
     }
 }
 
-/// Splits `C` into blocks of rows over rayon's threads, each computed by one single-threaded
-/// OpenBLAS call (every block at least 8 rows, so each call still packs a full panel).
+/// Splits `C` over rayon's threads, each block computed by one single-threaded OpenBLAS
+/// call: into blocks of rows when it is taller than wide, else into blocks of columns, so each
+/// call packs only its share of the larger operand (splitting the 128 × 49,152 output-layer
+/// product by rows would make every thread pack the whole embedding matrix).
 fn split(shape: Strided, a: Mat, b: Mat, c: &mut [f32], ldc: usize, accumulate: bool) {
     let Strided { m, n, k, .. } = shape;
     let threads = rayon::current_num_threads().max(1);
-    // Below ~1 MFLOP, or with too few rows to share, a second thread costs more than it saves.
-    let parts = if 2 * m * n * k < 1 << 20 || m < 16 {
+    // Below ~1 MFLOP, or with too little to share, a second thread costs more than it saves.
+    let parts = if 2 * m * n * k < 1 << 20 || m.max(n) < 32 {
         1
     } else {
         threads
@@ -291,20 +301,43 @@ fn split(shape: Strided, a: Mat, b: Mat, c: &mut [f32], ldc: usize, accumulate: 
         openblas::sgemm(shape, a, b, c, ldc, accumulate);
         return;
     }
-    let rows = m.div_ceil(parts).next_multiple_of(8).min(m);
-    let used = (m - 1) * ldc + n;
-    c[..used]
-        .par_chunks_mut(rows * ldc)
-        .enumerate()
-        .for_each(|(i, block)| {
-            let r0 = i * rows;
-            let sub = Strided {
-                m: rows.min(m - r0),
-                ..shape
-            };
-            openblas::sgemm(sub, a.from_row(r0), b, block, ldc, accumulate);
-        });
+    if m >= n {
+        let rows = m.div_ceil(parts).next_multiple_of(8).min(m);
+        let used = (m - 1) * ldc + n;
+        c[..used]
+            .par_chunks_mut(rows * ldc)
+            .enumerate()
+            .for_each(|(i, block)| {
+                let r0 = i * rows;
+                let sub = Strided {
+                    m: rows.min(m - r0),
+                    ..shape
+                };
+                openblas::sgemm(sub, a.from_row(r0), b, block, ldc, accumulate);
+            });
+        return;
+    }
+    let cols = n.div_ceil(parts).next_multiple_of(16).min(n);
+    let out = OutPtr(c.as_mut_ptr());
+    (0..n.div_ceil(cols)).into_par_iter().for_each(|j| {
+        let c0 = j * cols;
+        let sub = Strided {
+            n: cols.min(n - c0),
+            ..shape
+        };
+        let out = &out;
+        // SAFETY: `run` checked `c` covers the `m × n` matrix with row stride `ldc`; block `j`
+        // is its columns `c0..c0 + sub.n` of every row, which no other block touches, and `c`
+        // stays mutably borrowed by this function until every block has returned.
+        unsafe { openblas::sgemm_raw(sub, a, b.from_col(c0), out.0.add(c0), ldc, accumulate) };
+    });
 }
+
+/// The output of a column-split product, shared by the blocks' threads.
+struct OutPtr(*mut f32);
+
+// SAFETY: the blocks write disjoint elements through it (see `split`).
+unsafe impl Sync for OutPtr {}
 
 #[cfg(openblas)]
 mod openblas {
@@ -378,10 +411,27 @@ mod openblas {
 
     /// `C = alpha·op(A)·op(B) (+ C)` for an `m × n` `C` with row stride `ldc`.
     pub fn sgemm(shape: Strided, a: Mat, b: Mat, c: &mut [f32], ldc: usize, accumulate: bool) {
+        // SAFETY: `c` is exclusively borrowed and, as the callers checked, covers the block.
+        unsafe { sgemm_raw(shape, a, b, c.as_mut_ptr(), ldc, accumulate) }
+    }
+
+    /// [`sgemm`] writing through a pointer, for blocks of columns of a shared output.
+    ///
+    /// # Safety
+    /// `c` must point at an `m × n` block with row stride `ldc` inside one allocation that no
+    /// one else reads or writes during the call.
+    pub unsafe fn sgemm_raw(
+        shape: Strided,
+        a: Mat,
+        b: Mat,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
         let Strided { m, n, k, alpha } = shape;
         // SAFETY: the callers checked every operand covers its logical matrix (for blocks: the
         // offset slices still do, as the block lies inside the full matrix), the leading
-        // dimensions are those of the stored matrices, and `c` is exclusively borrowed.
+        // dimensions are those of the stored matrices, and `c` is the caller's to write.
         unsafe {
             cblas_sgemm(
                 ROW_MAJOR,
@@ -396,7 +446,7 @@ mod openblas {
                 b.data.as_ptr(),
                 b.ld as c_int,
                 if accumulate { 1.0 } else { 0.0 },
-                c.as_mut_ptr(),
+                c,
                 ldc as c_int,
             )
         }
@@ -423,6 +473,18 @@ mod openblas {
 
     pub fn sgemm(shape: Strided, a: Mat, b: Mat, c: &mut [f32], ldc: usize, accumulate: bool) {
         super::gemm_crate(shape, a, b, c, ldc, accumulate, false)
+    }
+
+    /// Never called: `split` runs only with OpenBLAS.
+    pub unsafe fn sgemm_raw(
+        _shape: Strided,
+        _a: Mat,
+        _b: Mat,
+        _c: *mut f32,
+        _ldc: usize,
+        _accumulate: bool,
+    ) {
+        unreachable!("OpenBLAS is not built in")
     }
 }
 
