@@ -32,12 +32,12 @@ if ! "$VENV/bin/python" -c 'import torch, transformers, peft, gguf' 2>/dev/null;
     echo "run scripts/check-hf-interop.sh first (it installs $VENV)" >&2
     exit 1
 fi
-# The training GEMMs link the system OpenBLAS when it is there (crates/train/build.rs).
-if ! ldconfig -p 2>/dev/null | grep -q libopenblas && command -v apt-get >/dev/null \
-    && [ "$(id -u)" = 0 ]; then
-    echo "bench-train: installing libopenblas-dev (apt-get)" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev >/dev/null; } ||
-        echo "bench-train: could not install libopenblas-dev; training uses the gemm crate" >&2
+# The training GEMMs link the system OpenBLAS when it is there (crates/train/build.rs); without
+# it they run on the gemm crate, slower. Installed when missing and we are root with apt.
+if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so ' && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "$(basename "$0" .sh): installing libopenblas-dev for the training GEMMs (apt-get)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev >/dev/null; } ||
+    echo "$(basename "$0" .sh): could not install libopenblas-dev; training uses the gemm crate" >&2
 fi
 cargo build -q -p demorecon --bin demorecon
 cargo build -q -p demorecon-train --example train_step

@@ -23,6 +23,13 @@ if ! "$VENV/bin/python" -c 'import torch, transformers, peft, gguf, safetensors'
     "$VENV/bin/pip" install -q transformers peft safetensors gguf numpy
 fi
 
+# The training GEMMs link the system OpenBLAS when it is there (crates/train/build.rs); without
+# it they run on the gemm crate, slower. Installed when missing and we are root with apt.
+if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so ' && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "$(basename "$0" .sh): installing libopenblas-dev for the training GEMMs (apt-get)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev >/dev/null; } ||
+    echo "$(basename "$0" .sh): could not install libopenblas-dev; training uses the gemm crate" >&2
+fi
 cargo build -q -p demorecon --bin demorecon
 cargo build -q -p demorecon-train --example logits
 BIN=target/debug/demorecon

@@ -15,6 +15,14 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
     echo "test: could not install chromium; the browser test will skip" >&2
 fi
 
+# The training GEMMs link the system OpenBLAS when it is there (crates/train/build.rs); without
+# it they run on the gemm crate, slower. Installed when missing and we are root with apt.
+if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so ' && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "$(basename "$0" .sh): installing libopenblas-dev for the training GEMMs (apt-get)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev >/dev/null; } ||
+    echo "$(basename "$0" .sh): could not install libopenblas-dev; training uses the gemm crate" >&2
+fi
+
 # Build the tests first: that also builds target/debug/demorecon with the same feature set
 # the tests use, so nothing compiles twice.
 cargo test --workspace --locked --no-run
