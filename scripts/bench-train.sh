@@ -15,7 +15,7 @@
 #   SHAPES   shapes as LEN:TARGETS, space-separated; "all" = q,k,v,o,gate,up,down.
 #            Default: the headline 128:q,k,v,o, then 512:q,k,v,o, 1024:q,k,v,o and 128:all.
 #   RUNS, STEPS            processes and timed steps of the first (headline) shape (3, 3)
-#   SCALE_RUNS, SCALE_STEPS  the same for the other shapes (1, 2)
+#   SCALE_RUNS, SCALE_STEPS  the same for the other shapes (1, 1)
 #   THREADS  threads on both sides (2): RAYON_NUM_THREADS, OMP_NUM_THREADS, torch.set_num_threads
 # Needs the venv of scripts/check-hf-interop.sh (torch, transformers, peft, gguf).
 set -euo pipefail
@@ -24,7 +24,7 @@ SHAPES=${SHAPES:-"128:q,k,v,o 512:q,k,v,o 1024:q,k,v,o 128:all"}
 RUNS=${RUNS:-3}
 STEPS=${STEPS:-3}
 SCALE_RUNS=${SCALE_RUNS:-1}
-SCALE_STEPS=${SCALE_STEPS:-2}
+SCALE_STEPS=${SCALE_STEPS:-1}
 THREADS=${THREADS:-2}
 VENV=target/train-venv
 WORK=target/bench-train

@@ -425,8 +425,7 @@ impl TrainLlama {
                 continue;
             }
             let gate_up = self.project(&block.gate_up, &h, adapter)?;
-            let ffn = gate_up.dim(1)? / 2;
-            let act = (gate_up.narrow(1, 0, ffn)?.silu()? * gate_up.narrow(1, ffn, ffn)?)?;
+            let act = ops::swiglu(&gate_up)?;
             x = (self.project(&block.down, &act, adapter)? + x)?;
         }
         ops::rms_norm(&x, &self.norm, eps)

@@ -12,8 +12,8 @@
 //! output allocation, a gradient buffer and a thread-pool round trip: [`LoraLinear`] (a frozen
 //! projection group plus the LoRA branches of its adapted parts, with the gradients of `A` and
 //! `B` from one backward), [`Attention`] (RoPE, grouped-query scores, causal softmax, values,
-//! straight from the fused q/k/v projection), [`rms_norm`], [`FrozenMlp`] (SwiGLU without
-//! LoRA) and [`LmHeadLogProb`] (tied output projection, log-softmax over the vocabulary and
+//! straight from the fused q/k/v projection), [`rms_norm`], [`swiglu`], [`FrozenMlp`] (the
+//! whole MLP when it carries no LoRA) and [`LmHeadLogProb`] (tied output projection, log-softmax over the vocabulary and
 //! the pick of each target token, keeping the softmax for the backward pass instead of a
 //! log-softmax graph over 49,152 columns). Inside an op the products are [`blas`] GEMMs on
 //! the op's own buffers and the elementwise work is one rayon pass, so a layer costs a handful
@@ -389,19 +389,7 @@ impl CustomOp1 for MlpOp {
             blas::gemm(n, ffn, d, 1.0, &g, N, w, N, &mut d_act, false)
         })?;
         let mut d_gu = vec![0f32; n * 2 * ffn];
-        d_gu.par_chunks_mut(2 * ffn)
-            .zip(gu.par_chunks(2 * ffn))
-            .zip(d_act.par_chunks(ffn))
-            .for_each(|((d, row), da)| {
-                let (g, u) = row.split_at(ffn);
-                let (dg, du) = d.split_at_mut(ffn);
-                for j in 0..ffn {
-                    let s = sigmoid(g[j]);
-                    let silu = g[j] * s;
-                    du[j] = da[j] * silu;
-                    dg[j] = da[j] * u[j] * (s + silu * (1.0 - s));
-                }
-            });
+        swiglu_backward(&gu, &d_act, &mut d_gu, ffn);
         drop(d_act);
         let mut dx = vec![0f32; n * d];
         with_values(&self.gate_up, |w| {
@@ -409,6 +397,77 @@ impl CustomOp1 for MlpOp {
         })?;
         Tensor::from_vec(dx, (n, d), grad.device()).map(Some)
     }
+}
+
+/// `silu(gate) ⊙ up` over the fused gate/up projection `(n, 2·ffn)` (gate columns first), as
+/// one op: the MLP's activation when its projections carry LoRA (without, [`FrozenMlp`] runs
+/// the whole MLP).
+pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+    let gate_up = gate_up.contiguous()?;
+    let (_, width) = gate_up.dims2()?;
+    if !width.is_multiple_of(2) {
+        candle_core::bail!("gate/up projection of odd width {width}");
+    }
+    let op = SwiGluOp { ffn: width / 2 };
+    if gate_up.track_op() {
+        gate_up.apply_op1(op)
+    } else {
+        gate_up.apply_op1_no_bwd(&op)
+    }
+}
+
+struct SwiGluOp {
+    ffn: usize,
+}
+
+impl CustomOp1 for SwiGluOp {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let gu = input_slice(storage, layout)?;
+        let ffn = self.ffn;
+        let n = gu.len() / (2 * ffn);
+        let mut act = vec![0f32; n * ffn];
+        act.par_chunks_mut(ffn)
+            .zip(gu.par_chunks(2 * ffn))
+            .for_each(|(a, row)| {
+                let (g, u) = row.split_at(ffn);
+                for j in 0..ffn {
+                    a[j] = g[j] * sigmoid(g[j]) * u[j];
+                }
+            });
+        Ok((CpuStorage::F32(act), Shape::from((n, ffn))))
+    }
+
+    fn bwd(&self, gate_up: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let ffn = self.ffn;
+        let d_act = values(grad)?;
+        let mut d_gu = vec![0f32; 2 * d_act.len()];
+        with_values(gate_up, |gu| {
+            swiglu_backward(gu, &d_act, &mut d_gu, ffn);
+            Ok(())
+        })?;
+        Tensor::from_vec(d_gu, gate_up.shape(), grad.device()).map(Some)
+    }
+}
+
+/// The gradient of `silu(g) ⊙ u` with respect to the gate/up rows `gu`, given `d_act`.
+fn swiglu_backward(gu: &[f32], d_act: &[f32], d_gu: &mut [f32], ffn: usize) {
+    d_gu.par_chunks_mut(2 * ffn)
+        .zip(gu.par_chunks(2 * ffn))
+        .zip(d_act.par_chunks(ffn))
+        .for_each(|((d, row), da)| {
+            let (g, u) = row.split_at(ffn);
+            let (dg, du) = d.split_at_mut(ffn);
+            for j in 0..ffn {
+                let s = sigmoid(g[j]);
+                let silu = g[j] * s;
+                du[j] = da[j] * silu;
+                dg[j] = da[j] * u[j] * (s + silu * (1.0 - s));
+            }
+        });
 }
 
 /// RMSNorm with a frozen scale; `x` is `(n, d)`.
@@ -609,6 +668,26 @@ impl AttentionOp {
     }
 }
 
+/// Query blocks `[r0, r1)` of a causal attention over `len` tokens: block `[r0, r1)` needs
+/// keys `0..r1` only, so the score and value products skip the masked upper triangle (about
+/// half of the work at long sequences).
+fn causal_blocks(len: usize) -> impl Iterator<Item = (usize, usize)> {
+    const BLOCK: usize = 64;
+    (0..len)
+        .step_by(BLOCK)
+        .map(move |r0| (r0, (r0 + BLOCK).min(len)))
+}
+
+/// A product's shape with factor 1.
+fn shape(m: usize, n: usize, k: usize) -> blas::Strided {
+    blas::Strided {
+        m,
+        n,
+        k,
+        alpha: 1.0,
+    }
+}
+
 /// In place over the `len × len` scores of one head: row `t` sees keys `0..=t`; the rest get
 /// weight 0.
 fn causal_softmax(scores: &mut [f32], len: usize, scale: f32) {
@@ -646,11 +725,29 @@ impl CustomOp1 for AttentionOp {
                 let q = self.gather(qkv, width, b, h * hd, Some(1.0));
                 let k = self.gather(qkv, width, b, k_col + g * hd, Some(1.0));
                 let v = self.gather(qkv, width, b, v_col + g * hd, None);
+                // Query block [r0, r1) sees keys [0, r1): the products skip the masked part.
                 let mut att = vec![0f32; len * len];
-                blas::gemm_serial(len, len, hd, 1.0, &q, N, &k, T, &mut att, false)?;
+                for (r0, r1) in causal_blocks(len) {
+                    let rows = r1 - r0;
+                    blas::gemm_block(
+                        shape(rows, r1, hd),
+                        (&q[r0 * hd..], N, hd),
+                        (&k, T, hd),
+                        (&mut att[r0 * len..], len),
+                        false,
+                    )?;
+                }
                 causal_softmax(&mut att, len, scale);
                 let mut y = vec![0f32; len * hd];
-                blas::gemm_serial(len, hd, len, 1.0, &att, N, &v, N, &mut y, false)?;
+                for (r0, r1) in causal_blocks(len) {
+                    blas::gemm_block(
+                        shape(r1 - r0, hd, r1),
+                        (&att[r0 * len..], N, len),
+                        (&v, N, hd),
+                        (&mut y[r0 * hd..], hd),
+                        false,
+                    )?;
+                }
                 Ok((y, att))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -691,11 +788,26 @@ impl CustomOp1 for AttentionOp {
                     let k = self.gather(qkv, width, b, k_col + g * hd, Some(1.0));
                     let v = self.gather(qkv, width, b, v_col + g * hd, None);
                     let dyh = self.gather(&dy, ycols, b, h * hd, None);
-                    // d_att = dy · vᵀ; dv = attᵀ · dy.
+                    // d_att = dy · vᵀ; dv = attᵀ · dy (block by block, as forward).
                     let mut ds = vec![0f32; len * len];
-                    blas::gemm_serial(len, len, hd, 1.0, &dyh, N, &v, T, &mut ds, false)?;
                     let mut dv = vec![0f32; len * hd];
-                    blas::gemm_serial(len, hd, len, 1.0, att, T, &dyh, N, &mut dv, false)?;
+                    for (r0, r1) in causal_blocks(len) {
+                        let rows = r1 - r0;
+                        blas::gemm_block(
+                            shape(rows, r1, hd),
+                            (&dyh[r0 * hd..], N, hd),
+                            (&v, T, hd),
+                            (&mut ds[r0 * len..], len),
+                            false,
+                        )?;
+                        blas::gemm_block(
+                            shape(r1, hd, rows),
+                            (&att[r0 * len..], T, len),
+                            (&dyh[r0 * hd..], N, hd),
+                            (&mut dv, hd),
+                            true,
+                        )?;
+                    }
                     // d_scores = (d_att − Σ d_att·att) · att · scale, row by row.
                     for (d, a) in ds.chunks_mut(len).zip(att.chunks(len)) {
                         let dot: f32 = d.iter().zip(a).map(|(d, a)| d * a).sum();
@@ -705,9 +817,24 @@ impl CustomOp1 for AttentionOp {
                     }
                     // dq = d_scores · k; dk = d_scoresᵀ · q; both rotated back.
                     let mut dq = vec![0f32; len * hd];
-                    blas::gemm_serial(len, hd, len, 1.0, &ds, N, &k, N, &mut dq, false)?;
                     let mut dk = vec![0f32; len * hd];
-                    blas::gemm_serial(len, hd, len, 1.0, &ds, T, &q, N, &mut dk, false)?;
+                    for (r0, r1) in causal_blocks(len) {
+                        let rows = r1 - r0;
+                        blas::gemm_block(
+                            shape(rows, hd, r1),
+                            (&ds[r0 * len..], N, len),
+                            (&k, N, hd),
+                            (&mut dq[r0 * hd..], hd),
+                            false,
+                        )?;
+                        blas::gemm_block(
+                            shape(r1, hd, rows),
+                            (&ds[r0 * len..], T, len),
+                            (&q[r0 * hd..], N, hd),
+                            (&mut dk, hd),
+                            true,
+                        )?;
+                    }
                     self.unrotate(&mut dq);
                     self.unrotate(&mut dk);
                     Ok([dq, dk, dv])
@@ -846,5 +973,165 @@ impl CustomOp1 for LmHeadOp {
             blas::gemm(n, d, vocab, 1.0, &probs, N, w, N, &mut dh, false)
         })?;
         Tensor::from_vec(dh, (n, d), grad.device()).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Shapes the model-level finite-difference test in `tests/train.rs` does not reach: several
+    //! causal blocks (sequences longer than 64 tokens) and LoRA on part of a group.
+
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn values_from(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Central differences of `sum(f(x) ⊙ w)` against the backward pass on entries of `x`.
+    fn gradient_matches(x: Vec<f32>, shape: (usize, usize), f: impl Fn(&Tensor) -> Tensor) {
+        let dev = Device::Cpu;
+        let var = Var::from_vec(x.clone(), shape, &dev).unwrap();
+        let out = f(var.as_tensor());
+        let w = Tensor::from_vec(values_from(out.elem_count(), 7), out.shape(), &dev).unwrap();
+        let grads = (&out * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g: Vec<f32> = grads
+            .get(&var)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let loss_at = |v: Vec<f32>| -> f64 {
+            let t = Tensor::from_vec(v, shape, &dev).unwrap();
+            let out = f(&t).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let w = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            out.iter().zip(&w).map(|(o, w)| (o * w) as f64).sum()
+        };
+        let eps = 1e-2f32;
+        for j in (0..x.len()).step_by(x.len() / 29 + 1) {
+            let (mut plus, mut minus) = (x.clone(), x.clone());
+            plus[j] += eps;
+            minus[j] -= eps;
+            let numeric = (loss_at(plus) - loss_at(minus)) / (2.0 * eps as f64);
+            let analytic = g[j] as f64;
+            assert!(
+                (numeric - analytic).abs() <= 0.02 * numeric.abs().max(analytic.abs()) + 2e-3,
+                "entry {j}: analytic {analytic}, numeric {numeric}"
+            );
+        }
+    }
+
+    fn attention(rows: usize, len: usize) -> Attention {
+        let half = 2;
+        let angles: Vec<f32> = (0..len * half)
+            .map(|i| (i / half) as f32 * 0.3 / (1 + i % half) as f32)
+            .collect();
+        let table = |f: fn(f32) -> f32| {
+            let v: Vec<f32> = angles.iter().map(|&a| f(a)).collect();
+            Tensor::from_vec(v, (len, half), &Device::Cpu).unwrap()
+        };
+        Attention {
+            rows,
+            len,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            cos: table(f32::cos),
+            sin: table(f32::sin),
+        }
+    }
+
+    #[test]
+    fn blocked_causal_attention_matches_the_plain_formula_and_its_gradient() {
+        let (rows, len, hd) = (2, 150, 4);
+        let att = attention(rows, len);
+        let width = 4 * hd;
+        let qkv = values_from(rows * len * width, 3);
+        let x = Tensor::from_vec(qkv.clone(), (rows * len, width), &Device::Cpu).unwrap();
+        let y: Vec<f32> = att
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        // The plain formula, position by position.
+        let (cos, sin) = (values(&att.cos).unwrap(), values(&att.sin).unwrap());
+        let rot = |v: &[f32], t: usize| -> Vec<f32> {
+            let mut o = v.to_vec();
+            for i in 0..hd / 2 {
+                let (c, s) = (cos[t * 2 + i], sin[t * 2 + i]);
+                o[2 * i] = v[2 * i] * c - v[2 * i + 1] * s;
+                o[2 * i + 1] = v[2 * i] * s + v[2 * i + 1] * c;
+            }
+            o
+        };
+        let at = |b: usize, t: usize, col: usize| &qkv[(b * len + t) * width + col..][..hd];
+        for b in 0..rows {
+            for h in 0..2 {
+                for t in [0, 1, 63, 64, 65, 127, 128, 149] {
+                    let q = rot(at(b, t, h * hd), t);
+                    let scores: Vec<f32> = (0..=t)
+                        .map(|s| {
+                            let k = rot(at(b, s, 2 * hd), s);
+                            q.iter().zip(&k).map(|(a, b)| a * b).sum::<f32>() / 2.0
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let z: f32 = e.iter().sum();
+                    for i in 0..hd {
+                        let want: f32 = (0..=t).map(|s| e[s] / z * at(b, s, 3 * hd)[i]).sum();
+                        let got = y[(b * len + t) * 2 * hd + h * hd + i];
+                        assert!((got - want).abs() < 1e-5, "b{b} h{h} t{t}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+        gradient_matches(qkv, (rows * len, width), |x| att.forward(x).unwrap());
+    }
+
+    #[test]
+    fn lora_linear_gradients_match_finite_differences() {
+        // Three parts of widths 3, 5, 4; LoRA on the first and the last.
+        let (n, inp, r) = (40, 6, 2);
+        let dev = Device::Cpu;
+        let weight = Tensor::from_vec(values_from(12 * inp, 1), (12, inp), &dev).unwrap();
+        let op = LoraLinear {
+            weight,
+            parts: vec![(0, 3), (8, 4)],
+            rank: r,
+            scale: 1.5,
+        };
+        let x = values_from(n * inp, 2);
+        let a = values_from(2 * r * inp, 3);
+        let b = values_from(7 * r, 4);
+        let t = |v: &[f32], s: (usize, usize)| Tensor::from_vec(v.to_vec(), s, &dev).unwrap();
+        let (at, bt) = (t(&a, (2 * r, inp)), t(&b, (7, r)));
+        gradient_matches(x.clone(), (n, inp), |x| op.forward(x, &at, &bt).unwrap());
+        let xt = t(&x, (n, inp));
+        gradient_matches(a, (2 * r, inp), |a| op.forward(&xt, a, &bt).unwrap());
+        gradient_matches(b, (7, r), |b| op.forward(&xt, &at, b).unwrap());
+    }
+
+    #[test]
+    fn swiglu_and_rms_norm_gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        gradient_matches(values_from(30 * 8, 5), (30, 8), |x| swiglu(x).unwrap());
+        let scale = Tensor::from_vec(values_from(8, 6), 8, &dev).unwrap();
+        gradient_matches(values_from(30 * 8, 8), (30, 8), |x| {
+            rms_norm(x, &scale, 1e-5).unwrap()
+        });
     }
 }

@@ -148,6 +148,17 @@ pub fn gemm_strided(
     run(shape, a, b, c, accumulate, true)
 }
 
+/// [`gemm_strided`] on the calling thread alone, for blocks inside an already parallel loop.
+pub fn gemm_block(
+    shape: Strided,
+    a: (&[f32], Op, usize),
+    b: (&[f32], Op, usize),
+    c: (&mut [f32], usize),
+    accumulate: bool,
+) -> candle_core::Result<()> {
+    run(shape, a, b, c, accumulate, false)
+}
+
 /// Values a stored operand read as `rows × cols` through `op` with leading dimension `ld`
 /// spans.
 fn span(op: Op, rows: usize, cols: usize, ld: usize) -> Option<usize> {
