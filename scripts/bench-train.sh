@@ -153,21 +153,24 @@ work, shapes = Path(sys.argv[1]), int(sys.argv[2])
 def load(tag, name, runs):
     rows = [json.loads(l) for l in (work / f"{tag}-{name}.jsonl").read_text().splitlines() if l.strip()]
     rss = [int((work / f"{tag}-{name}-{r}.time").read_text().split()[-1]) / 1024 for r in range(1, runs + 1)]
-    return statistics.median(r["step_s"] for r in rows), statistics.median(rss), rows
-print(f"{'tokens/seq':>10} {'LoRA on':<22}{'ours s/step':>12}{'tok/s':>8}{'RSS MiB':>9}"
-      f"{'torch s/step':>13}{'tok/s':>8}{'RSS MiB':>9}{'speed':>7}{'memory':>8}")
+    cpu = statistics.median(r["cpu_s"] for r in rows if r.get("cpu_s") is not None)
+    return statistics.median(r["step_s"] for r in rows), cpu, statistics.median(rss), rows
+print(f"{'tokens/seq':>10} {'LoRA on':<21}|{'ours s/step':>12}{'cpu s':>7}{'tok/s':>7}{'RSS MiB':>8} |"
+      f"{'torch s/step':>13}{'cpu s':>7}{'tok/s':>7}{'RSS MiB':>8} |{'speed':>7}{'memory':>8}")
 phases_of = []
 for i in range(1, shapes + 1):
     tag = f"s{i}"
     length, targets, runs, _ = (work / f"{tag}.info").read_text().split()
     runs, tokens = int(runs), 2 * int(length)
-    ours_s, ours_rss, rows = load(tag, "ours", runs)
-    torch_s, torch_rss, _ = load(tag, "torch", runs)
-    print(f"{length:>10} {targets:<22}{ours_s:12.2f}{tokens / ours_s:8.1f}{ours_rss:9.0f}"
-          f"{torch_s:13.2f}{tokens / torch_s:8.1f}{torch_rss:9.0f}{torch_s / ours_s:6.2f}x{ours_rss / torch_rss:7.2f}x")
+    ours_s, ours_cpu, ours_rss, rows = load(tag, "ours", runs)
+    torch_s, torch_cpu, torch_rss, _ = load(tag, "torch", runs)
+    print(f"{length:>10} {targets:<21}|{ours_s:12.2f}{ours_cpu:7.1f}{tokens / ours_s:7.1f}{ours_rss:8.0f} |"
+          f"{torch_s:13.2f}{torch_cpu:7.1f}{tokens / torch_s:7.1f}{torch_rss:8.0f} |"
+          f"{torch_s / ours_s:6.2f}x{ours_rss / torch_rss:7.2f}x")
     phases = {k: statistics.median(r[k] for r in rows) for k in ("ref_s", "forward_s", "backward_s", "optimizer_s")}
     phases_of.append((length, targets, phases))
-print("speed = our tokens/s over PyTorch's (>1: we are faster); memory = our peak RSS over PyTorch's")
+print("speed = our tokens/s over PyTorch's (>1: we are faster); memory = our peak RSS over PyTorch's;")
+print("cpu s = CPU seconds (all threads) per step: the work done, whatever other processes took")
 for length, targets, phases in phases_of:
     print(f"our phases at {length} × {targets} (median s): " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in phases.items()))
 PY
