@@ -117,12 +117,24 @@ impl CustomOp1 for FrozenLinearOp {
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let g = values(grad)?;
+        let dx = self.input_grad(&g)?;
+        Tensor::from_vec(dx, (g.len() / self.out, self.inp), grad.device()).map(Some)
+    }
+}
+
+impl FrozenLinearOp {
+    fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
+        linear(&self.weight, x, x.len() / self.inp, self.out, self.inp)
+    }
+
+    /// `g · W`.
+    fn input_grad(&self, g: &[f32]) -> Result<Vec<f32>> {
         let n = g.len() / self.out;
         let mut dx = vec![0f32; n * self.inp];
         with_values(&self.weight, |w| {
-            blas::gemm(n, self.inp, self.out, 1.0, &g, N, w, N, &mut dx, false)
+            blas::gemm(n, self.inp, self.out, 1.0, g, N, w, N, &mut dx, false)
         })?;
-        Tensor::from_vec(dx, (n, self.inp), grad.device()).map(Some)
+        Ok(dx)
     }
 }
 
@@ -165,6 +177,7 @@ impl LoraLinear {
             out,
             inp,
             low: Mutex::new(None),
+            keep: x.track_op() || a.track_op() || b.track_op(),
             need_dx: x.track_op(),
         };
         let (x, a, b) = (x.contiguous()?, a.contiguous()?, b.contiguous()?);
@@ -188,6 +201,8 @@ struct LoraLinearOp {
     /// Whether `x` is in the graph: the first layer's input (the embedding) is not, and its
     /// gradient, a full-size GEMM, is skipped.
     need_dx: bool,
+    /// Whether a backward pass may follow (else `low` is not kept).
+    keep: bool,
 }
 
 impl CustomOp3 for LoraLinearOp {
@@ -209,6 +224,36 @@ impl CustomOp3 for LoraLinearOp {
             input_slice(s2, l2)?,
             input_slice(s3, l3)?,
         );
+        let y = self.forward(x, a, b)?;
+        Ok((
+            CpuStorage::F32(y),
+            Shape::from((x.len() / self.inp, self.out)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (xv, av, bv, g) = (values(x)?, values(a)?, values(b)?, values(grad)?);
+        let (dx, da, db) = self.backward(&xv, &av, &bv, &g)?;
+        let device = grad.device();
+        let n = g.len() / self.out;
+        Ok((
+            dx.map(|dx| Tensor::from_vec(dx, (n, self.inp), device))
+                .transpose()?,
+            Some(Tensor::from_vec(da, a.shape(), device)?),
+            Some(Tensor::from_vec(db, b.shape(), device)?),
+        ))
+    }
+}
+
+impl LoraLinearOp {
+    fn forward(&self, x: &[f32], a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
         let (out, inp, r) = (self.out, self.inp, self.rank);
         let n = x.len() / inp;
         let pr = self.parts.len() * r;
@@ -232,26 +277,27 @@ impl CustomOp3 for LoraLinearOp {
             )?;
             b_row += width;
         }
-        *lock(&self.low) = Some(low);
-        Ok((CpuStorage::F32(y), Shape::from((n, out))))
+        if self.keep {
+            *lock(&self.low) = Some(low);
+        }
+        Ok(y)
     }
 
-    fn bwd(
+    /// The gradients of `x` (unless it is outside the graph), `A` and `B` from `g`.
+    #[allow(clippy::type_complexity)]
+    fn backward(
         &self,
-        x: &Tensor,
-        a: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        xv: &[f32],
+        av: &[f32],
+        bv: &[f32],
+        g: &[f32],
+    ) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
         let Some(low) = lock(&self.low).take() else {
             candle_core::bail!("lora-linear backward run twice or without a forward")
         };
         let (out, inp, r) = (self.out, self.inp, self.rank);
-        let g = values(grad)?;
         let n = g.len() / out;
         let pr = self.parts.len() * r;
-        let (xv, av, bv) = (values(x)?, values(a)?, values(b)?);
         // d_low[:, part] = scale · g[:, part] · Bₚ; dBₚ = scale · g[:, part]ᵀ · low[:, part].
         let mut d_low = vec![0f32; n * pr];
         let mut db = vec![0f32; bv.len()];
@@ -285,23 +331,18 @@ impl CustomOp3 for LoraLinearOp {
         }
         // dA = d_lowᵀ · x; dx = g · W + d_low · A.
         let mut da = vec![0f32; pr * inp];
-        blas::gemm(pr, inp, n, 1.0, &d_low, T, &xv, N, &mut da, false)?;
-        let device = grad.device();
+        blas::gemm(pr, inp, n, 1.0, &d_low, T, xv, N, &mut da, false)?;
         let dx = if self.need_dx {
             let mut dx = vec![0f32; n * inp];
             with_values(&self.weight, |w| {
-                blas::gemm(n, inp, out, 1.0, &g, N, w, N, &mut dx, false)
+                blas::gemm(n, inp, out, 1.0, g, N, w, N, &mut dx, false)
             })?;
-            blas::gemm(n, inp, pr, 1.0, &d_low, N, &av, N, &mut dx, true)?;
-            Some(Tensor::from_vec(dx, (n, inp), device)?)
+            blas::gemm(n, inp, pr, 1.0, &d_low, N, av, N, &mut dx, true)?;
+            Some(dx)
         } else {
             None
         };
-        Ok((
-            dx,
-            Some(Tensor::from_vec(da, (pr, inp), device)?),
-            Some(Tensor::from_vec(db, b.shape(), device)?),
-        ))
+        Ok((dx, da, db))
     }
 }
 
@@ -358,35 +399,42 @@ impl CustomOp1 for MlpOp {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = input_slice(storage, layout)?;
+        let out = self.forward(x)?;
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((x.len() / self.d, self.d)),
+        ))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = values(grad)?;
+        let dx = self.backward(&g)?;
+        Tensor::from_vec(dx, (g.len() / self.d, self.d), grad.device()).map(Some)
+    }
+}
+
+impl MlpOp {
+    fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (d, ffn) = (self.d, self.ffn);
         let n = x.len() / d;
         let gu = linear(&self.gate_up, x, n, 2 * ffn, d)?;
-        let mut act = vec![0f32; n * ffn];
-        act.par_chunks_mut(ffn)
-            .zip(gu.par_chunks(2 * ffn))
-            .for_each(|(a, row)| {
-                let (g, u) = row.split_at(ffn);
-                for j in 0..ffn {
-                    a[j] = g[j] * sigmoid(g[j]) * u[j];
-                }
-            });
+        let act = swiglu_forward(&gu, ffn);
         let out = linear(&self.down, &act, n, d, ffn)?;
         if self.keep {
             *lock(&self.saved) = Some(gu);
         }
-        Ok((CpuStorage::F32(out), Shape::from((n, d))))
+        Ok(out)
     }
 
-    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn backward(&self, g: &[f32]) -> Result<Vec<f32>> {
         let Some(gu) = lock(&self.saved).take() else {
             candle_core::bail!("mlp backward run twice or without a forward")
         };
         let (d, ffn) = (self.d, self.ffn);
-        let g = values(grad)?;
         let n = g.len() / d;
         let mut d_act = vec![0f32; n * ffn];
         with_values(&self.down, |w| {
-            blas::gemm(n, ffn, d, 1.0, &g, N, w, N, &mut d_act, false)
+            blas::gemm(n, ffn, d, 1.0, g, N, w, N, &mut d_act, false)
         })?;
         let mut d_gu = vec![0f32; n * 2 * ffn];
         swiglu_backward(&gu, &d_act, &mut d_gu, ffn);
@@ -395,7 +443,7 @@ impl CustomOp1 for MlpOp {
         with_values(&self.gate_up, |w| {
             blas::gemm(n, d, 2 * ffn, 1.0, &d_gu, N, w, N, &mut dx, false)
         })?;
-        Tensor::from_vec(dx, (n, d), grad.device()).map(Some)
+        Ok(dx)
     }
 }
 
@@ -427,18 +475,11 @@ impl CustomOp1 for SwiGluOp {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let gu = input_slice(storage, layout)?;
-        let ffn = self.ffn;
-        let n = gu.len() / (2 * ffn);
-        let mut act = vec![0f32; n * ffn];
-        act.par_chunks_mut(ffn)
-            .zip(gu.par_chunks(2 * ffn))
-            .for_each(|(a, row)| {
-                let (g, u) = row.split_at(ffn);
-                for j in 0..ffn {
-                    a[j] = g[j] * sigmoid(g[j]) * u[j];
-                }
-            });
-        Ok((CpuStorage::F32(act), Shape::from((n, ffn))))
+        let act = swiglu_forward(gu, self.ffn);
+        Ok((
+            CpuStorage::F32(act),
+            Shape::from((gu.len() / (2 * self.ffn), self.ffn)),
+        ))
     }
 
     fn bwd(&self, gate_up: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -451,6 +492,20 @@ impl CustomOp1 for SwiGluOp {
         })?;
         Tensor::from_vec(d_gu, gate_up.shape(), grad.device()).map(Some)
     }
+}
+
+/// `silu(g) ⊙ u` of every gate/up row of `gu`.
+fn swiglu_forward(gu: &[f32], ffn: usize) -> Vec<f32> {
+    let mut act = vec![0f32; gu.len() / 2];
+    act.par_chunks_mut(ffn)
+        .zip(gu.par_chunks(2 * ffn))
+        .for_each(|(a, row)| {
+            let (g, u) = row.split_at(ffn);
+            for j in 0..ffn {
+                a[j] = g[j] * sigmoid(g[j]) * u[j];
+            }
+        });
+    act
 }
 
 /// The gradient of `silu(g) ⊙ u` with respect to the gate/up rows `gu`, given `d_act`.
@@ -503,7 +558,19 @@ impl CustomOp1 for RmsNormOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = input_slice(storage, layout)?;
+        let y = self.forward(input_slice(storage, layout)?);
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = values(grad)?;
+        let dx = with_values(x, |x| Ok(self.backward(x, &g)))?;
+        Tensor::from_vec(dx, x.shape(), grad.device()).map(Some)
+    }
+}
+
+impl RmsNormOp {
+    fn forward(&self, x: &[f32]) -> Vec<f32> {
         let d = self.scale.len();
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(y, x)| {
@@ -512,36 +579,32 @@ impl CustomOp1 for RmsNormOp {
                 *y = x * r * w;
             }
         });
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
+        y
     }
 
     // y = x·r·w with r = (mean(x²) + eps)^-½, so
     // dx = r·(g·w) − x·r³·mean(g·w·x) over the last dimension.
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn backward(&self, x: &[f32], g: &[f32]) -> Vec<f32> {
         let d = self.scale.len();
-        let g = values(grad)?;
         let mut dx = vec![0f32; g.len()];
-        with_values(x, |x| {
-            dx.par_chunks_mut(d)
-                .zip(x.par_chunks(d))
-                .zip(g.par_chunks(d))
-                .for_each(|((dx, x), g)| {
-                    let r = self.inv_rms(x);
-                    let dot: f32 = g
-                        .iter()
-                        .zip(&self.scale)
-                        .zip(x)
-                        .map(|((g, w), x)| g * w * x)
-                        .sum::<f32>()
-                        / d as f32;
-                    let c = dot * r * r * r;
-                    for (((dx, g), w), x) in dx.iter_mut().zip(g).zip(&self.scale).zip(x) {
-                        *dx = r * g * w - x * c;
-                    }
-                });
-            Ok(())
-        })?;
-        Tensor::from_vec(dx, x.shape(), grad.device()).map(Some)
+        dx.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .zip(g.par_chunks(d))
+            .for_each(|((dx, x), g)| {
+                let r = self.inv_rms(x);
+                let dot: f32 = g
+                    .iter()
+                    .zip(&self.scale)
+                    .zip(x)
+                    .map(|((g, w), x)| g * w * x)
+                    .sum::<f32>()
+                    / d as f32;
+                let c = dot * r * r * r;
+                for (((dx, g), w), x) in dx.iter_mut().zip(g).zip(&self.scale).zip(x) {
+                    *dx = r * g * w - x * c;
+                }
+            });
+        dx
     }
 }
 
@@ -713,7 +776,22 @@ impl CustomOp1 for AttentionOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let qkv = input_slice(storage, layout)?;
+        let out = self.forward(input_slice(storage, layout)?)?;
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((self.rows * self.len, self.heads * self.hd)),
+        ))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dy = values(grad)?;
+        let d_qkv = with_values(qkv, |qkv| self.backward(qkv, &dy))?;
+        Tensor::from_vec(d_qkv, qkv.shape(), grad.device()).map(Some)
+    }
+}
+
+impl AttentionOp {
+    fn forward(&self, qkv: &[f32]) -> Result<Vec<f32>> {
         let (len, hd, width) = (self.len, self.hd, self.width());
         let scale = 1.0 / (hd as f32).sqrt();
         let k_col = self.heads * hd;
@@ -765,10 +843,11 @@ impl CustomOp1 for AttentionOp {
         if self.keep {
             *lock(&self.saved) = Some(saved);
         }
-        Ok((CpuStorage::F32(out), Shape::from((self.rows * len, ycols))))
+        Ok(out)
     }
 
-    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    /// The gradient of the fused q/k/v input from `dy`.
+    fn backward(&self, qkv: &[f32], dy: &[f32]) -> Result<Vec<f32>> {
         let Some(saved) = lock(&self.saved).take() else {
             candle_core::bail!("attention backward run twice or without a forward")
         };
@@ -777,9 +856,8 @@ impl CustomOp1 for AttentionOp {
         let k_col = self.heads * hd;
         let v_col = k_col + self.kv_heads * hd;
         let ycols = self.heads * hd;
-        let dy = values(grad)?;
         let tasks = self.tasks();
-        let results = with_values(qkv, |qkv| {
+        let results = {
             tasks
                 .par_iter()
                 .zip(saved.par_iter())
@@ -787,7 +865,7 @@ impl CustomOp1 for AttentionOp {
                     let q = self.gather(qkv, width, b, h * hd, Some(1.0));
                     let k = self.gather(qkv, width, b, k_col + g * hd, Some(1.0));
                     let v = self.gather(qkv, width, b, v_col + g * hd, None);
-                    let dyh = self.gather(&dy, ycols, b, h * hd, None);
+                    let dyh = self.gather(dy, ycols, b, h * hd, None);
                     // d_att = dy · vᵀ; dv = attᵀ · dy (block by block, as forward).
                     let mut ds = vec![0f32; len * len];
                     let mut dv = vec![0f32; len * hd];
@@ -839,8 +917,8 @@ impl CustomOp1 for AttentionOp {
                     self.unrotate(&mut dk);
                     Ok([dq, dk, dv])
                 })
-                .collect::<Result<Vec<_>>>()
-        })?;
+                .collect::<Result<Vec<_>>>()?
+        };
         let mut d_qkv = vec![0f32; self.rows * len * width];
         for (&(b, h, g), [dq, dk, dv]) in tasks.iter().zip(&results) {
             for t in 0..len {
@@ -860,7 +938,7 @@ impl CustomOp1 for AttentionOp {
                 }
             }
         }
-        Tensor::from_vec(d_qkv, qkv.shape(), grad.device()).map(Some)
+        Ok(d_qkv)
     }
 }
 
