@@ -405,6 +405,25 @@ impl TrainLlama {
         let mut x = self.embed.index_select(&ids, 0)?;
         let cos = self.cos.narrow(0, 0, len)?.contiguous()?;
         let sin = self.sin.narrow(0, 0, len)?.contiguous()?;
+        let attention = ops::Attention {
+            rows,
+            len,
+            heads: n_head,
+            kv_heads: n_kv,
+            head_dim: hd,
+            cos: cos.clone(),
+            sin: sin.clone(),
+        };
+        // With dropout drawn the LoRA branches are recorded op by op (below); otherwise each
+        // layer is one op.
+        let dropout = matches!(adapter, Adapter::On(Some(_))) && self.lora.dropout > 0.0;
+        if !dropout {
+            let on = matches!(adapter, Adapter::On(_));
+            for block in &self.blocks {
+                x = self.layer(block, &x, on, &attention)?;
+            }
+            return ops::rms_norm(&x, &self.norm, eps);
+        }
         for block in &self.blocks {
             let h = ops::rms_norm(&x, &block.attn_norm, eps)?;
             let qkv = self.project(&block.qkv, &h, adapter)?;
@@ -451,6 +470,55 @@ impl TrainLlama {
         let hidden = self.hidden(batch, adapter)?;
         let positions = Tensor::new(batch.positions.as_slice(), &Device::Cpu)?;
         hidden.index_select(&positions, 0)
+    }
+
+    /// One layer as one op ([`ops::layer`]), with the LoRA branches when `on`.
+    fn layer<'b>(
+        &self,
+        block: &'b Block,
+        x: &Tensor,
+        on: bool,
+        attention: &ops::Attention,
+    ) -> candle_core::Result<Tensor> {
+        let mut lora = Vec::new();
+        let mut spec = |group: &'b FusedProjs| -> candle_core::Result<ops::ProjSpec<'b>> {
+            match (&group.lora, on) {
+                (Some(fused), true) => {
+                    for pick in [|l: &Lora| l.a.clone(), |l: &Lora| l.b.clone()] {
+                        for (_, _, l) in &group.parts {
+                            if let Some(l) = l {
+                                lora.push(pick(l).as_tensor().flatten_all()?);
+                            }
+                        }
+                    }
+                    Ok(ops::ProjSpec::Lora(fused))
+                }
+                _ => Ok(ops::ProjSpec::Frozen(&group.base)),
+            }
+        };
+        let qkv = spec(&block.qkv)?;
+        let o = spec(&block.o)?;
+        let mlp = match &block.frozen_mlp {
+            Some(mlp) => ops::MlpSpec::Frozen(mlp),
+            None => ops::MlpSpec::Split {
+                gate_up: spec(&block.gate_up)?,
+                down: spec(&block.down)?,
+            },
+        };
+        let layer = ops::LayerSpec {
+            attn_norm: &block.attn_norm,
+            ffn_norm: &block.ffn_norm,
+            eps: self.config.rms_norm_eps as f32,
+            qkv,
+            o,
+            mlp,
+            attention,
+        };
+        let lora = match lora.len() {
+            0 => None,
+            _ => Some(Tensor::cat(&lora, 0)?),
+        };
+        ops::layer(&layer, x, lora.as_ref())
     }
 
     /// The output of a fused group's projections (`n × Σ widths`), each part with its LoRA

@@ -25,7 +25,9 @@
 pub mod blas;
 
 use blas::Op::{N, T};
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
+};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -155,7 +157,7 @@ pub struct LoraLinear {
 impl LoraLinear {
     /// `x` is `(n, in)`; returns `(n, out)`.
     pub fn forward(&self, x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let (out, inp) = self.weight.dims2()?;
+        let (_, inp) = self.weight.dims2()?;
         let r = self.rank;
         let p = self.parts.len();
         let b_rows: usize = self.parts.iter().map(|&(_, w)| w).sum();
@@ -166,26 +168,40 @@ impl LoraLinear {
                 b.dims()
             );
         }
-        if self.parts.iter().any(|&(o, w)| o + w > out) {
-            candle_core::bail!("LoRA part outside the projection's {out} outputs");
-        }
-        let op = LoraLinearOp {
-            weight: self.weight.clone(),
-            parts: self.parts.clone(),
-            rank: r,
-            scale: self.scale,
-            out,
-            inp,
-            low: Mutex::new(None),
-            keep: x.track_op() || a.track_op() || b.track_op(),
-            need_dx: x.track_op(),
-        };
+        let op = self.op(x.track_op() || a.track_op() || b.track_op(), x.track_op())?;
         let (x, a, b) = (x.contiguous()?, a.contiguous()?, b.contiguous()?);
         if x.track_op() || a.track_op() || b.track_op() {
             x.apply_op3(&a, &b, op)
         } else {
             x.apply_op3_no_bwd(&a, &b, &op)
         }
+    }
+}
+
+impl LoraLinear {
+    /// The `(A, B)` value counts of the stacked matrices.
+    fn lora_sizes(&self) -> Result<(usize, usize)> {
+        let (_, inp) = self.weight.dims2()?;
+        let b_rows: usize = self.parts.iter().map(|&(_, w)| w).sum();
+        Ok((self.parts.len() * self.rank * inp, b_rows * self.rank))
+    }
+
+    fn op(&self, keep: bool, need_dx: bool) -> Result<LoraLinearOp> {
+        let (out, inp) = self.weight.dims2()?;
+        if self.parts.iter().any(|&(o, w)| o + w > out) {
+            candle_core::bail!("LoRA part outside the projection's {out} outputs");
+        }
+        Ok(LoraLinearOp {
+            weight: self.weight.clone(),
+            parts: self.parts.clone(),
+            rank: self.rank,
+            scale: self.scale,
+            out,
+            inp,
+            low: Mutex::new(None),
+            keep,
+            need_dx,
+        })
     }
 }
 
@@ -361,20 +377,26 @@ impl FrozenMlp {
     /// `x` is `(n, d)`; returns `(n, d)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
-        let (d, ffn) = self.down.dims2()?;
-        let op = MlpOp {
-            gate_up: self.gate_up.clone(),
-            down: self.down.clone(),
-            d,
-            ffn,
-            saved: Mutex::new(None),
-            keep: x.track_op(),
-        };
+        let op = self.op(x.track_op())?;
         if x.track_op() {
             x.apply_op1(op)
         } else {
             x.apply_op1_no_bwd(&op)
         }
+    }
+}
+
+impl FrozenMlp {
+    fn op(&self, keep: bool) -> Result<MlpOp> {
+        let (d, ffn) = self.down.dims2()?;
+        Ok(MlpOp {
+            gate_up: self.gate_up.clone(),
+            down: self.down.clone(),
+            d,
+            ffn,
+            saved: Mutex::new(None),
+            keep,
+        })
     }
 }
 
@@ -627,21 +649,33 @@ pub struct Attention {
 impl Attention {
     pub fn forward(&self, qkv: &Tensor) -> Result<Tensor> {
         let qkv = qkv.contiguous()?;
-        let half = self.head_dim / 2;
         let width = (self.heads + 2 * self.kv_heads) * self.head_dim;
-        if qkv.dims() != [self.rows * self.len, width]
-            || self.cos.dims() != [self.len, half]
+        if qkv.dims() != [self.rows * self.len, width] {
+            candle_core::bail!("attention input {:?}, expected width {width}", qkv.dims());
+        }
+        let op = self.op(qkv.track_op())?;
+        if op.keep {
+            qkv.apply_op1(op)
+        } else {
+            qkv.apply_op1_no_bwd(&op)
+        }
+    }
+
+    fn op(&self, keep: bool) -> Result<AttentionOp> {
+        let half = self.head_dim / 2;
+        if self.cos.dims() != [self.len, half]
             || self.sin.dims() != [self.len, half]
             || self.kv_heads == 0
             || !self.heads.is_multiple_of(self.kv_heads)
         {
             candle_core::bail!(
-                "attention shapes: qkv {:?}, rope {:?}",
-                qkv.dims(),
+                "attention shapes: {} heads, {} kv heads, rope {:?}",
+                self.heads,
+                self.kv_heads,
                 self.cos.dims()
             );
         }
-        let op = AttentionOp {
+        Ok(AttentionOp {
             rows: self.rows,
             len: self.len,
             heads: self.heads,
@@ -650,13 +684,8 @@ impl Attention {
             cos: values(&self.cos)?,
             sin: values(&self.sin)?,
             saved: Mutex::new(None),
-            keep: qkv.track_op(),
-        };
-        if op.keep {
-            qkv.apply_op1(op)
-        } else {
-            qkv.apply_op1_no_bwd(&op)
-        }
+            keep,
+        })
     }
 }
 
@@ -939,6 +968,276 @@ impl AttentionOp {
             }
         }
         Ok(d_qkv)
+    }
+}
+
+/// A projection group inside a [`layer`]: frozen, or with the LoRA branches of its adapted
+/// parts (whose stacked `A` and `B` come from the layer's flat LoRA input, in order).
+pub enum ProjSpec<'a> {
+    Frozen(&'a FrozenLinear),
+    Lora(&'a LoraLinear),
+}
+
+/// The MLP inside a [`layer`]: frozen as a whole, or gate/up and down with their own specs.
+pub enum MlpSpec<'a> {
+    Frozen(&'a FrozenMlp),
+    Split {
+        gate_up: ProjSpec<'a>,
+        down: ProjSpec<'a>,
+    },
+}
+
+/// What one transformer layer is made of.
+pub struct LayerSpec<'a> {
+    pub attn_norm: &'a Tensor,
+    pub ffn_norm: &'a Tensor,
+    pub eps: f32,
+    pub qkv: ProjSpec<'a>,
+    pub o: ProjSpec<'a>,
+    pub mlp: MlpSpec<'a>,
+    pub attention: &'a Attention,
+}
+
+/// One pre-norm llama layer over the residual stream `x` (`n × d`) as a single op:
+/// `x₁ = x + o(attention(qkv(norm(x))))`, `x₂ = x₁ + mlp(norm(x₁))`. `lora` is every adapted
+/// group's stacked `A` then stacked `B`, flattened and concatenated in the order q/k/v, o,
+/// gate/up, down (`None` when no group is adapted). The sub-ops are the ones above, run on the
+/// op's own buffers; what candle records is one node per layer, so the backward pass makes one
+/// residual-stream gradient per layer instead of a dozen (each a zeroed buffer plus a parallel
+/// add), and the residual adds cost no parallel region at all.
+pub fn layer(spec: &LayerSpec, x: &Tensor, lora: Option<&Tensor>) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let (n, d) = x.dims2()?;
+    let lora_tracked = lora.is_some_and(|l| l.track_op());
+    let keep = x.track_op() || lora_tracked;
+    let mut offset = 0;
+    let mut proj = |p: &ProjSpec, need_dx: bool| -> Result<ProjOp> {
+        Ok(match p {
+            ProjSpec::Frozen(f) => ProjOp::Frozen(FrozenLinearOp {
+                weight: f.weight.clone(),
+                out: f.out,
+                inp: f.inp,
+            }),
+            ProjSpec::Lora(l) => {
+                let (a, b) = l.lora_sizes()?;
+                let op = l.op(keep, need_dx)?;
+                let ranges = (offset..offset + a, offset + a..offset + a + b);
+                offset += a + b;
+                ProjOp::Lora(op, ranges.0, ranges.1)
+            }
+        })
+    };
+    let qkv = proj(&spec.qkv, x.track_op())?;
+    let o = proj(&spec.o, true)?;
+    let mlp = match &spec.mlp {
+        MlpSpec::Frozen(m) => LayerMlp::Frozen(m.op(keep)?),
+        MlpSpec::Split { gate_up, down } => LayerMlp::Split {
+            gate_up: proj(gate_up, true)?,
+            down: proj(down, true)?,
+        },
+    };
+    let lora_len = lora.map_or(0, |l| l.elem_count());
+    if offset != lora_len {
+        candle_core::bail!("the layer's LoRA input holds {lora_len} values, its groups {offset}");
+    }
+    let op = LayerOp {
+        rms1: RmsNormOp {
+            scale: values(spec.attn_norm)?,
+            eps: spec.eps,
+        },
+        rms2: RmsNormOp {
+            scale: values(spec.ffn_norm)?,
+            eps: spec.eps,
+        },
+        qkv,
+        o,
+        mlp,
+        attention: spec.attention.op(keep)?,
+        d,
+        need_dx: x.track_op(),
+        keep,
+        saved: Mutex::new(None),
+    };
+    if op.rms1.scale.len() != d || spec.attention.rows * spec.attention.len != n {
+        candle_core::bail!("layer input {:?} does not fit the layer", x.dims());
+    }
+    // Without LoRA the op still takes a second input: an untracked empty tensor.
+    let lora = match lora {
+        Some(l) => l.contiguous()?,
+        None => Tensor::zeros(0, candle_core::DType::F32, x.device())?,
+    };
+    if keep {
+        x.apply_op2(&lora, op)
+    } else {
+        x.apply_op2_no_bwd(&lora, &op)
+    }
+}
+
+enum ProjOp {
+    Frozen(FrozenLinearOp),
+    /// The op and the ranges of its stacked `A` and `B` in the layer's LoRA input.
+    Lora(LoraLinearOp, std::ops::Range<usize>, std::ops::Range<usize>),
+}
+
+impl ProjOp {
+    fn forward(&self, x: &[f32], lora: &[f32]) -> Result<Vec<f32>> {
+        match self {
+            ProjOp::Frozen(op) => op.forward(x),
+            ProjOp::Lora(op, a, b) => op.forward(x, &lora[a.clone()], &lora[b.clone()]),
+        }
+    }
+
+    /// `x`'s gradient (`None` where not needed); LoRA gradients go to their ranges of `d_lora`.
+    fn backward(
+        &self,
+        x: &[f32],
+        lora: &[f32],
+        g: &[f32],
+        d_lora: &mut [f32],
+    ) -> Result<Option<Vec<f32>>> {
+        match self {
+            ProjOp::Frozen(op) => op.input_grad(g).map(Some),
+            ProjOp::Lora(op, a, b) => {
+                let (dx, da, db) = op.backward(x, &lora[a.clone()], &lora[b.clone()], g)?;
+                d_lora[a.clone()].copy_from_slice(&da);
+                d_lora[b.clone()].copy_from_slice(&db);
+                Ok(dx)
+            }
+        }
+    }
+}
+
+enum LayerMlp {
+    Frozen(MlpOp),
+    Split { gate_up: ProjOp, down: ProjOp },
+}
+
+struct LayerOp {
+    rms1: RmsNormOp,
+    rms2: RmsNormOp,
+    qkv: ProjOp,
+    o: ProjOp,
+    mlp: LayerMlp,
+    attention: AttentionOp,
+    d: usize,
+    /// Whether the layer's input is in the graph (not for the first layer).
+    need_dx: bool,
+    keep: bool,
+    saved: Mutex<Option<LayerSaved>>,
+}
+
+/// The intermediate values the backward pass reads.
+struct LayerSaved {
+    h1: Vec<f32>,
+    qkv: Vec<f32>,
+    y: Vec<f32>,
+    x1: Vec<f32>,
+    h2: Vec<f32>,
+    /// Gate/up pre-activations and the activation, for a split MLP.
+    gu_act: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+fn add_into(acc: &mut [f32], v: &[f32]) {
+    for (a, v) in acc.iter_mut().zip(v) {
+        *a += v;
+    }
+}
+
+impl CustomOp2 for LayerOp {
+    fn name(&self) -> &'static str {
+        "llama-layer"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, lora) = (input_slice(s1, l1)?, input_slice(s2, l2)?);
+        let h1 = self.rms1.forward(x);
+        let qkv = self.qkv.forward(&h1, lora)?;
+        let y = self.attention.forward(&qkv)?;
+        let mut x1 = self.o.forward(&y, lora)?;
+        add_into(&mut x1, x);
+        let h2 = self.rms2.forward(&x1);
+        let (mut x2, gu_act) = match &self.mlp {
+            LayerMlp::Frozen(op) => (op.forward(&h2)?, None),
+            LayerMlp::Split { gate_up, down } => {
+                let gu = gate_up.forward(&h2, lora)?;
+                let rows = x.len() / self.d;
+                let act = swiglu_forward(&gu, gu.len() / (2 * rows));
+                (down.forward(&act, lora)?, Some((gu, act)))
+            }
+        };
+        add_into(&mut x2, &x1);
+        if self.keep {
+            *lock(&self.saved) = Some(LayerSaved {
+                h1,
+                qkv,
+                y,
+                x1,
+                h2,
+                gu_act,
+            });
+        }
+        Ok((CpuStorage::F32(x2), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        lora: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let Some(saved) = lock(&self.saved).take() else {
+            candle_core::bail!("layer backward run twice or without a forward")
+        };
+        let g = values(grad)?;
+        let lora_v = values(lora)?;
+        let mut d_lora = vec![0f32; lora_v.len()];
+        let need = |what: &str, v: Option<Vec<f32>>| {
+            v.ok_or_else(|| candle_core::Error::Msg(format!("layer backward: no {what} gradient")))
+        };
+        // x₂ = x₁ + mlp(norm(x₁)).
+        let dh2 = match &self.mlp {
+            LayerMlp::Frozen(op) => op.backward(&g)?,
+            LayerMlp::Split { gate_up, down } => {
+                let Some((gu, act)) = &saved.gu_act else {
+                    candle_core::bail!("layer backward: the MLP activations were not kept")
+                };
+                let d_act = need("activation", down.backward(act, &lora_v, &g, &mut d_lora)?)?;
+                let mut d_gu = vec![0f32; gu.len()];
+                swiglu_backward(gu, &d_act, &mut d_gu, act.len() / (g.len() / self.d));
+                need(
+                    "MLP input",
+                    gate_up.backward(&saved.h2, &lora_v, &d_gu, &mut d_lora)?,
+                )?
+            }
+        };
+        let mut dx1 = g;
+        add_into(&mut dx1, &self.rms2.backward(&saved.x1, &dh2));
+        // x₁ = x + o(attention(qkv(norm(x)))).
+        let dy = need(
+            "attention output",
+            self.o.backward(&saved.y, &lora_v, &dx1, &mut d_lora)?,
+        )?;
+        let d_qkv = self.attention.backward(&saved.qkv, &dy)?;
+        let dh1 = self.qkv.backward(&saved.h1, &lora_v, &d_qkv, &mut d_lora)?;
+        let dx = match dh1 {
+            Some(dh1) if self.need_dx => {
+                let mut dx = with_values(x, |x| Ok(self.rms1.backward(x, &dh1)))?;
+                add_into(&mut dx, &dx1);
+                Some(Tensor::from_vec(dx, x.shape(), grad.device())?)
+            }
+            _ => None,
+        };
+        let d_lora = (lora.elem_count() > 0)
+            .then(|| Tensor::from_vec(d_lora, lora.shape(), grad.device()))
+            .transpose()?;
+        Ok((dx, d_lora))
     }
 }
 
