@@ -234,7 +234,7 @@ impl<'a> Mat<'a> {
     }
 
     /// The logical matrix from its column `c` on.
-    fn from_col(&self, c: usize) -> Self {
+    fn starting_at_col(&self, c: usize) -> Self {
         Mat {
             data: &self.data[c * self.strides().1..],
             ..*self
@@ -242,7 +242,7 @@ impl<'a> Mat<'a> {
     }
 
     /// The logical matrix from its row `r` on.
-    fn from_row(&self, r: usize) -> Self {
+    fn starting_at_row(&self, r: usize) -> Self {
         Mat {
             data: &self.data[r * self.strides().0..],
             ..*self
@@ -324,7 +324,7 @@ fn split(shape: Strided, a: Mat, b: Mat, c: &mut [f32], ldc: usize, accumulate: 
                     m: rows.min(m - r0),
                     ..shape
                 };
-                openblas::sgemm(sub, a.from_row(r0), b, block, ldc, accumulate);
+                openblas::sgemm(sub, a.starting_at_row(r0), b, block, ldc, accumulate);
             });
         return;
     }
@@ -340,7 +340,7 @@ fn split(shape: Strided, a: Mat, b: Mat, c: &mut [f32], ldc: usize, accumulate: 
         // SAFETY: `run` checked `c` covers the `m × n` matrix with row stride `ldc`; block `j`
         // is its columns `c0..c0 + sub.n` of every row, which no other block touches, and `c`
         // stays mutably borrowed by this function until every block has returned.
-        unsafe { openblas::sgemm_raw(sub, a, b.from_col(c0), out.0.add(c0), ldc, accumulate) };
+        unsafe { openblas::sgemm_raw(sub, a, b.starting_at_col(c0), out.0.add(c0), ldc, accumulate) };
     });
 }
 
