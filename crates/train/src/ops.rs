@@ -9,16 +9,20 @@
 //! `tests/train.rs` checks every one of them.
 //!
 //! The ops fuse whole sub-graphs, because on a 2-core CPU each recorded candle op costs an
-//! output allocation, a gradient buffer and a thread-pool round trip: [`LoraLinear`] (a frozen
-//! projection group plus the LoRA branches of its adapted parts, with the gradients of `A` and
-//! `B` from one backward), [`Attention`] (RoPE, grouped-query scores, causal softmax, values,
+//! output allocation, a zeroed gradient buffer and a parallel add in the backward pass, and a
+//! thread-pool round trip each: [`LoraLinear`] (a frozen projection group plus the LoRA
+//! branches of its adapted parts, with the gradients of `A` and `B` from one backward),
+//! [`Attention`] (RoPE, grouped-query scores, causal softmax in 64-query blocks, values,
 //! straight from the fused q/k/v projection), [`rms_norm`], [`swiglu`], [`FrozenMlp`] (the
-//! whole MLP when it carries no LoRA) and [`LmHeadLogProb`] (tied output projection, log-softmax over the vocabulary and
-//! the pick of each target token, keeping the softmax for the backward pass instead of a
-//! log-softmax graph over 49,152 columns). Inside an op the products are [`blas`] GEMMs on
-//! the op's own buffers and the elementwise work is one rayon pass, so a layer costs a handful
-//! of parallel regions instead of one per elementwise candle op. Without gradients (the DPO
-//! reference pass) the same kernels run and nothing is kept for a backward pass.
+//! whole MLP when it carries no LoRA) and [`LmHeadLogProb`] (tied output projection,
+//! log-softmax over the vocabulary and the pick of each target token, keeping the softmax for
+//! the backward pass instead of a log-softmax graph over 49,152 columns). [`layer`] runs a
+//! whole transformer layer — norms, projections with their LoRA, attention, MLP, residual adds
+//! — as one op made of the others' kernels: the model uses it whenever no LoRA dropout is
+//! drawn, and the separate ops (which record dropout masks between them) otherwise. Inside
+//! an op the products are [`blas`] GEMMs on the op's own buffers and the elementwise work is
+//! one rayon pass. Without gradients (the DPO reference pass) the same kernels run and nothing
+//! is kept for a backward pass.
 //!
 //! These are not general-purpose layers: f32, CPU, contiguous inputs.
 
