@@ -41,7 +41,7 @@ fn parse() -> anyhow::Result<Args> {
         mode: "both".into(),
         decode_tokens: 128,
         runs: 5,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads: demorecon_embedded::chat::DEFAULT_THREADS,
         concurrency: vec![1, 4, 8, 16, 32],
         print_prompt: false,
         print_model_path: false,
