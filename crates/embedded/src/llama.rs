@@ -55,8 +55,8 @@ fn backend() -> Result<&'static LlamaBackend, BackendError> {
 static RECENT_PROBLEMS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
 const KEPT_PROBLEMS: usize = 8;
 
-/// llama.cpp's log callback: every line goes to `tracing` at debug level; warnings and errors
-/// are also kept for error messages.
+/// llama.cpp's log callback: every line goes to `tracing` at debug level (and to stderr when
+/// `DEMORECON_LLAMA_LOG` is set); warnings and errors are also kept for error messages.
 unsafe extern "C" fn log_line(level: u32, text: *const c_char, _user: *mut c_void) {
     if text.is_null() {
         return;
@@ -65,6 +65,9 @@ unsafe extern "C" fn log_line(level: u32, text: *const c_char, _user: *mut c_voi
     let line = unsafe { CStr::from_ptr(text) }.to_string_lossy();
     let line = line.trim_end();
     tracing::debug!(target: "llama.cpp", "{line}");
+    if std::env::var_os("DEMORECON_LLAMA_LOG").is_some() {
+        eprintln!("llama.cpp: {line}");
+    }
     let mut recent = RECENT_PROBLEMS.lock().unwrap_or_else(|p| p.into_inner());
     match level {
         llama_cpp_sys_2::GGML_LOG_LEVEL_WARN | llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR => {
