@@ -138,6 +138,7 @@ fn single(args: &Args, model_path: &std::path::Path, request: &ChatRequest) -> a
             slot_context: 2048,
             max_tokens_per_call: PREFILL_CHUNK,
             threads: args.threads,
+            kv_f32: false,
         },
     )?;
     let load_s = load_start.elapsed().as_secs_f64();

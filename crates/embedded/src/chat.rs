@@ -128,6 +128,7 @@ impl EmbeddedChat {
             slot_context: context,
             max_tokens_per_call: capacity.max_batch.max(PREFILL_CHUNK),
             threads,
+            kv_f32: false,
         };
         let digest = demorecon_gguf::store::cached_sha256(path)
             .map_err(|e| anyhow::anyhow!("hashing {}: {e}", path.display()))?;

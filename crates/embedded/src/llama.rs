@@ -20,7 +20,7 @@
 
 use crate::backend::{Backend, BackendError, Row};
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -140,6 +140,9 @@ pub struct ContextSize {
     /// The most tokens one call carries: a prefill chunk or a decode batch.
     pub max_tokens_per_call: usize,
     pub threads: usize,
+    /// Keep K and V in f32 instead of f16: for exactness checks against an f32 reference
+    /// (twice the KV memory).
+    pub kv_f32: bool,
 }
 
 /// One `llama_context` over a loaded model.
@@ -159,6 +162,7 @@ impl<'m> LlamaEngine<'m> {
             slot_context,
             max_tokens_per_call: size.max_tokens_per_call.max(1),
             threads: size.threads.max(1),
+            kv_f32: size.kv_f32,
         };
         let total = u32::try_from(size.slots * slot_context)
             .ok()
@@ -177,6 +181,13 @@ impl<'m> LlamaEngine<'m> {
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             .with_no_perf(true);
+        let params = if size.kv_f32 {
+            params
+                .with_type_k(KvCacheType::F32)
+                .with_type_v(KvCacheType::F32)
+        } else {
+            params
+        };
         let context = model.new_context(backend, params).map_err(|e| {
             BackendError(format!(
                 "creating the llama.cpp context: {e}{}",
