@@ -27,8 +27,9 @@ pub const DEFAULT_CONTEXT: usize = 4096;
 
 /// llama.cpp threads when the caller sets none. One: ggml's threads meet at a spinning
 /// barrier after every op, so when the cores are shared (other processes, several engines
-/// in one test run) a thread that loses its core stalls the others. Measured on the 2-core
-/// machine at load average ~11: 1 thread decoded 5.8 tok/s, 2 threads under 1 tok/s.
+/// in one test run) a thread that loses its core stalls the others. Measured on a shared
+/// 2-core machine (load average 3–4): 1 thread decoded 57 tok/s, 2 threads 4 tok/s; at load
+/// ~11, 5.8 tok/s against under 1.
 /// Batching, not threads, is what this engine scales with.
 pub const DEFAULT_THREADS: usize = 1;
 
