@@ -6,7 +6,7 @@
 # batching); single-stream decode with one competing CPU-bound process; peak RSS.
 #
 # Usage: scripts/bench-embedded.sh
-# Knobs (environment): PROFILE (release; dev reuses the test build), RUNS (5), DECODE_TOKENS (128), THREADS (2),
+# Knobs (environment): PROFILE (release; dev reuses the test build), RUNS (5), DECODE_TOKENS (128), THREADS (1),
 #   CONCURRENCY ("1,4,8,16,32"), SKIP_LLAMA_CPP=1 (ours only), SKIP_LOADED=1 (no contention run),
 #   LLAMA_CPP_PYTHON (pip requirement, default llama-cpp-python),
 #   BENCH_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/demorecon-bench).
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
 DECODE_TOKENS=${DECODE_TOKENS:-128}
-THREADS=${THREADS:-2}
+THREADS=${THREADS:-1}
 CONCURRENCY=${CONCURRENCY:-1,4,8,16,32}
 BENCH_CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/demorecon-bench}
 LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-llama-cpp-python}

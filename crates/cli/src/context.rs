@@ -46,6 +46,10 @@ pub struct GlobalArgs {
         value_name = "FILE.gguf"
     )]
     pub model_path: Option<PathBuf>,
+    /// CPU threads of the embedded model's engine (default 1: steady when the cores are
+    /// shared; 2 or more only pay off on otherwise idle cores).
+    #[arg(long, global = true, env = "DEMORECON_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
     /// Environment variable that holds the endpoints' API key.
     #[arg(long, global = true, value_name = "VAR")]
     pub api_key_env: Option<String>,
@@ -259,7 +263,10 @@ impl Context {
         if let Some(model) = loaded.get(&key) {
             return Ok(model.clone());
         }
-        let options = LoadOptions::default();
+        let options = LoadOptions {
+            threads: self.global.threads,
+            ..LoadOptions::default()
+        };
         let model = match path {
             Some(path) => EmbeddedChat::load(path, &options)?,
             None => EmbeddedChat::load_default(&options)?,

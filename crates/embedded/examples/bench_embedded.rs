@@ -41,7 +41,7 @@ fn parse() -> anyhow::Result<Args> {
         mode: "both".into(),
         decode_tokens: 128,
         runs: 5,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads: demorecon_embedded::chat::DEFAULT_THREADS,
         concurrency: vec![1, 4, 8, 16, 32],
         print_prompt: false,
         print_model_path: false,
@@ -138,6 +138,7 @@ fn single(args: &Args, model_path: &std::path::Path, request: &ChatRequest) -> a
             slot_context: 2048,
             max_tokens_per_call: PREFILL_CHUNK,
             threads: args.threads,
+            kv_f32: false,
         },
     )?;
     let load_s = load_start.elapsed().as_secs_f64();

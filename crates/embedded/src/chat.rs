@@ -25,6 +25,14 @@ use tokio::sync::oneshot;
 /// slot and prefix slot holds this much KV, allocated at load.
 pub const DEFAULT_CONTEXT: usize = 4096;
 
+/// llama.cpp threads when the caller sets none. One: ggml's threads meet at a spinning
+/// barrier after every op, so when the cores are shared (other processes, several engines
+/// in one test run) a thread that loses its core stalls the others. Measured on a shared
+/// 2-core machine (load average 3–4): 1 thread decoded 57 tok/s, 2 threads 4 tok/s; at load
+/// ~11, 5.8 tok/s against under 1.
+/// Batching, not threads, is what this engine scales with.
+pub const DEFAULT_THREADS: usize = 1;
+
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -35,7 +43,7 @@ pub struct LoadOptions {
     pub max_batch: usize,
     /// How many prompt prefixes to keep for reuse.
     pub prefix_slots: usize,
-    /// CPU threads for llama.cpp (default: one per available core).
+    /// CPU threads for llama.cpp (default: [`DEFAULT_THREADS`]).
     pub threads: Option<usize>,
 }
 
@@ -66,6 +74,9 @@ fn identity_with(model: String, sha256: &str) -> BackendIdentity {
         detail: format!("{sha256}:{ENGINE_ID}:chunk{PREFILL_CHUNK}"),
     }
 }
+
+/// Where a request's result arrives from the engine.
+type Reply = oneshot::Receiver<Result<Generated, LlmError>>;
 
 /// The embedded backend. Cheap to clone; clones share one engine.
 #[derive(Clone)]
@@ -112,12 +123,13 @@ impl EmbeddedChat {
             max_batch: options.max_batch.max(1),
             prefix_slots: options.prefix_slots,
         };
-        let threads = options.threads.unwrap_or_else(default_threads);
+        let threads = options.threads.unwrap_or(DEFAULT_THREADS).max(1);
         let size = ContextSize {
             slots: capacity.max_batch + capacity.prefix_slots,
             slot_context: context,
             max_tokens_per_call: capacity.max_batch.max(PREFILL_CHUNK),
             threads,
+            kv_f32: false,
         };
         let digest = demorecon_gguf::store::cached_sha256(path)
             .map_err(|e| anyhow::anyhow!("hashing {}: {e}", path.display()))?;
@@ -228,7 +240,7 @@ impl EmbeddedChat {
         &self,
         req: &ChatRequest,
         sink: Option<TokenSink>,
-    ) -> Result<(Job, oneshot::Receiver<Result<Generated, LlmError>>, usize), LlmError> {
+    ) -> Result<(Job, Reply, usize), LlmError> {
         let prompter = &self.inner.prompter;
         let prompt = prompter.tokens(req)?;
         let context = self.inner.context;
@@ -315,12 +327,6 @@ fn empty() -> Generated {
         finish: FinishReason::Length,
         completion_tokens: 0,
     }
-}
-
-fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
 }
 
 #[async_trait]

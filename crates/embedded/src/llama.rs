@@ -20,15 +20,17 @@
 
 use crate::backend::{Backend, BackendError, Row};
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::token::LlamaToken;
+use std::collections::VecDeque;
+use std::ffi::{CStr, c_char, c_void};
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Names the kernels in backend identities (and so in cache keys): a different llama.cpp may
 /// round differently, so it must not answer from another's cache.
@@ -40,11 +42,58 @@ fn backend() -> Result<&'static LlamaBackend, BackendError> {
     BACKEND
         .get_or_init(|| {
             check_cpu()?;
-            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            // SAFETY: `log_line` is a plain function that stays valid for the whole process and
+            // ignores its user-data pointer, which is null.
+            unsafe { llama_cpp_sys_2::llama_log_set(Some(log_line), std::ptr::null_mut()) };
             LlamaBackend::init().map_err(|e| format!("initialising llama.cpp: {e}"))
         })
         .as_ref()
         .map_err(|e| BackendError(e.clone()))
+}
+
+/// llama.cpp's latest warnings and errors, so a failed load can say why.
+static RECENT_PROBLEMS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+const KEPT_PROBLEMS: usize = 8;
+
+/// llama.cpp's log callback: every line goes to `tracing` at debug level (and to stderr when
+/// `DEMORECON_LLAMA_LOG` is set); warnings and errors are also kept for error messages.
+unsafe extern "C" fn log_line(level: u32, text: *const c_char, _user: *mut c_void) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a NUL-terminated string that lives for the duration of the call.
+    let line = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    let line = line.trim_end();
+    tracing::debug!(target: "llama.cpp", "{line}");
+    if std::env::var_os("DEMORECON_LLAMA_LOG").is_some() {
+        eprintln!("llama.cpp: {line}");
+    }
+    let mut recent = RECENT_PROBLEMS.lock().unwrap_or_else(|p| p.into_inner());
+    match level {
+        llama_cpp_sys_2::GGML_LOG_LEVEL_WARN | llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR => {
+            if recent.len() == KEPT_PROBLEMS {
+                recent.pop_front();
+            }
+            recent.push_back(line.to_string());
+        }
+        llama_cpp_sys_2::GGML_LOG_LEVEL_CONT => {
+            if let Some(last) = recent.back_mut() {
+                last.push_str(line);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Takes the warnings and errors llama.cpp logged since the last call, as one clause.
+fn recent_problems() -> String {
+    let mut recent = RECENT_PROBLEMS.lock().unwrap_or_else(|p| p.into_inner());
+    let lines: Vec<String> = recent.drain(..).collect();
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(" (llama.cpp: {})", lines.join("; "))
+    }
 }
 
 /// llama.cpp is compiled for x86-64-v3 (see `.cargo/config.toml`); refuse older CPUs with an
@@ -91,6 +140,9 @@ pub struct ContextSize {
     /// The most tokens one call carries: a prefill chunk or a decode batch.
     pub max_tokens_per_call: usize,
     pub threads: usize,
+    /// Keep K and V in f32 instead of f16: for exactness checks against an f32 reference
+    /// (twice the KV memory).
+    pub kv_f32: bool,
 }
 
 /// One `llama_context` over a loaded model.
@@ -110,6 +162,7 @@ impl<'m> LlamaEngine<'m> {
             slot_context,
             max_tokens_per_call: size.max_tokens_per_call.max(1),
             threads: size.threads.max(1),
+            kv_f32: size.kv_f32,
         };
         let total = u32::try_from(size.slots * slot_context)
             .ok()
@@ -128,9 +181,19 @@ impl<'m> LlamaEngine<'m> {
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             .with_no_perf(true);
-        let context = model
-            .new_context(backend, params)
-            .map_err(|e| BackendError(format!("creating the llama.cpp context: {e}")))?;
+        let params = if size.kv_f32 {
+            params
+                .with_type_k(KvCacheType::F32)
+                .with_type_v(KvCacheType::F32)
+        } else {
+            params
+        };
+        let context = model.new_context(backend, params).map_err(|e| {
+            BackendError(format!(
+                "creating the llama.cpp context: {e}{}",
+                recent_problems()
+            ))
+        })?;
         let n_vocab = usize::try_from(model.n_vocab())
             .map_err(|_| BackendError("the model reports a negative vocabulary".into()))?;
         Ok(Self {

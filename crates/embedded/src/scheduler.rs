@@ -109,6 +109,8 @@ struct Sequence {
     job: Job,
     slot: usize,
     phase: Phase,
+    /// Whether the prefix cache was consulted (once, before the first chunk).
+    looked_up: bool,
     scanner: StopScanner,
     completion_tokens: usize,
 }
@@ -205,42 +207,48 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         }
     }
 
-    /// Puts `job` in `slot`, reusing the longest cached prefix it starts with.
+    /// Puts `job` in `slot`. Its prefix is looked up when its prefill starts, not now: in a
+    /// burst of requests with one system prompt, the first one's prefix is only cached once
+    /// its prefill is done, and the others start prefilling after it.
     fn admit(&mut self, job: Job, slot: usize) {
-        let mut done = 0;
-        if let Some((entry, len)) = self.best_prefix(&job.prompt) {
-            let source = self.prefixes[entry].slot;
-            let reused = self
-                .backend
-                .copy(source, slot)
-                .and_then(|()| self.backend.truncate(slot, len));
-            match reused {
-                Ok(()) => {
-                    self.clock += 1;
-                    self.prefixes[entry].last_used = self.clock;
-                    done = len;
-                    self.counters
-                        .prompt_tokens_reused
-                        .fetch_add(len as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "prefix reuse failed; prefilling in full");
-                    if let Err(e) = self.backend.truncate(slot, 0) {
-                        let _ = job.reply.send(Err(engine_err(&e)));
-                        self.free.push(slot);
-                        return;
-                    }
-                }
-            }
-        }
-        tracing::trace!(slot, prompt = job.prompt.len(), reused = done, "admitted");
+        tracing::trace!(slot, prompt = job.prompt.len(), "admitted");
         self.active.push(Sequence {
             scanner: StopScanner::new(&job.stops),
             job,
             slot,
-            phase: Phase::Prefill { done },
+            phase: Phase::Prefill { done: 0 },
+            looked_up: false,
             completion_tokens: 0,
         });
+    }
+
+    /// Copies the longest cached prefix of sequence `i`'s prompt into its slot; returns how
+    /// many prompt tokens that covers.
+    fn reuse_prefix(&mut self, i: usize) -> Result<usize, BackendError> {
+        let slot = self.active[i].slot;
+        let Some((entry, len)) = self.best_prefix(&self.active[i].job.prompt) else {
+            return Ok(0);
+        };
+        let source = self.prefixes[entry].slot;
+        let reused = self
+            .backend
+            .copy(source, slot)
+            .and_then(|()| self.backend.truncate(slot, len));
+        match reused {
+            Ok(()) => {
+                self.clock += 1;
+                self.prefixes[entry].last_used = self.clock;
+                self.counters
+                    .prompt_tokens_reused
+                    .fetch_add(len as u64, Ordering::Relaxed);
+                Ok(len)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "prefix reuse failed; prefilling in full");
+                self.backend.truncate(slot, 0)?;
+                Ok(0)
+            }
+        }
     }
 
     /// The entry sharing the longest chunk-aligned prefix with `prompt`, leaving at least one
@@ -358,9 +366,13 @@ impl<'a, B: Backend> Scheduler<'a, B> {
     }
 
     fn prefill_chunk(&mut self, i: usize) -> Result<(), BackendError> {
-        let Phase::Prefill { done } = self.active[i].phase else {
+        let Phase::Prefill { mut done } = self.active[i].phase else {
             return Ok(());
         };
+        if !self.active[i].looked_up {
+            self.active[i].looked_up = true;
+            done = self.reuse_prefix(i)?;
+        }
         let seq = &self.active[i];
         let n = seq.job.prompt.len();
         let chunk = PREFILL_CHUNK.min(self.backend.max_tokens_per_call());

@@ -10,7 +10,7 @@ use std::path::Path;
 pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// Special tokens first (`<|endoftext|>` 0, `<|im_start|>` 1, `<|im_end|>` 2), then one token
-/// per byte in GPT-2's byte-level alphabet.
+/// per byte in GPT-2's byte-level alphabet, then [`MERGED`].
 pub fn vocabulary() -> Vec<String> {
     let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
         .into_iter()
@@ -28,8 +28,15 @@ pub fn vocabulary() -> Vec<String> {
         };
         tokens.push(c.to_string());
     }
+    tokens.push(MERGED.into());
     tokens
 }
+
+/// The one merge (two NUL bytes, which no test text holds) and the token it makes. llama.cpp
+/// rejects an empty merge list: candle writes an empty GGUF array with a u32 element type,
+/// and llama.cpp wants strings.
+pub const MERGE: &str = "Ā Ā";
+pub const MERGED: &str = "ĀĀ";
 
 /// Writes the tiny model to `path` (weights drawn from `seed`).
 pub fn write_tiny_gguf(path: &Path, seed: u64) -> anyhow::Result<()> {
@@ -70,7 +77,10 @@ pub fn write_tiny_gguf(path: &Path, seed: u64) -> anyhow::Result<()> {
                     .collect(),
             ),
         ),
-        ("tokenizer.ggml.merges", Value::Array(Vec::new())),
+        (
+            "tokenizer.ggml.merges",
+            Value::Array(vec![Value::String(MERGE.into())]),
+        ),
         ("tokenizer.ggml.bos_token_id", Value::U32(1)),
         ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ("tokenizer.ggml.padding_token_id", Value::U32(0)),
