@@ -26,35 +26,11 @@
 //!
 //! # Speed on CPU
 //!
-//! `scripts/bench-train.sh`: one SFT+DPO optimiser step on one pair of 2 × 128 tokens (64
-//! response tokens each), LoRA r=16 on q,k,v,o, f32, 2 threads, reference pass included,
-//! against PyTorch 2.15 + peft on the same tokens, alternating processes in one run, medians
-//! of 9 steps over 3 processes. The project's 2-core machine was shared with another
-//! engineer's builds throughout (load average 5–12), so the figures are for a loaded machine:
-//!
-//! | run | ours s/step (tok/s) | PyTorch s/step (tok/s) | ratio | peak RSS ours / PyTorch |
-//! |---|---|---|---|---|
-//! | before the fused ops | 20.1 (12.8) | 14.3 (17.9) | 0.71× | 1500 / 2168 MiB |
-//! | fused attention + MLP, load ~7 | 11.6 (22.1) | 14.0 (18.4) | 1.20× | 1342 / 2130 MiB |
-//! | same, load 5–12 (PyTorch erratic) | 9.9 (25.9) | 33.8 (7.6) | 3.42× | 1341 / 2150 MiB |
-//! | **same code, quiet machine (load < 1), two runs** | **4.79 / 4.82 (53)** | **1.58 / 1.43 (162 / 179)** | **0.33× / 0.30×** | 1342 / 2040 MiB |
-//!
-//! The quiet rows are the ones to quote: PyTorch's 1.43–1.58 s/step matches the issue's
-//! reference (1.54 s/step, 166 tok/s), and on an idle machine **we are about 3× slower** with
-//! two thirds of its memory. The loaded rows only show that PyTorch suffers more from
-//! contention than we do. Our phases (quiet): reference pass 1.77 s, forward 1.5 s, backward
-//! 1.65 s, optimiser 0.02 s. In `demorecon train` the reference pass comes
-//! from the cache after the first epoch, a third of the step above.
-//!
-//! Where the time goes (perf, one step): 53% in gemm's f32 micro-kernel — the AVX2/FMA
-//! `x2x6` kernel, because the `gemm` crate's AVX-512 kernels need a nightly compiler, so
-//! candle multiplies at half the vector width this CPU (AVX-512) offers; ~33% waiting in
-//! thread pools — 17% in `BarrierGuard::drop` (candle's barrier pool around its parallel
-//! elementwise ops) and 16% in worker-thread loops — which grows with machine load; the rest
-//! is elementwise work and copies.
-//! The fused ops ([`ops::Attention`], [`ops::FrozenMlp`], [`ops::LmHeadLogProb`]) exist to
-//! cut the number of recorded candle ops (each one an allocation, a gradient buffer and a
-//! barrier round trip): they halved the backward pass.
+//! The large products run on the system OpenBLAS when the build finds it (`ops/blas.rs`,
+//! one thread per call, split over rayon's threads), else on the `gemm` crate; each
+//! transformer layer is one recorded op when no dropout is drawn (`ops::layer`), so the
+//! backward pass does not pay a barrier per element-wise op. `scripts/bench-train.sh` times a
+//! step against PyTorch + peft; its figures are in the README's benchmark table.
 
 pub mod checkpoint;
 pub mod data;
