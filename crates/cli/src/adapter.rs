@@ -8,11 +8,24 @@ use anyhow::Context as _;
 
 use crate::context::Context;
 
+/// The backend spec a command with `--model` and `--adapter` flags should use: the model as
+/// given, or, with an adapter, the embedded model with it merged in.
+pub fn model_spec(
+    adapter: Option<&Path>,
+    model: Option<&str>,
+    ctx: &Context,
+) -> anyhow::Result<Option<String>> {
+    Ok(match adapter {
+        Some(dir) => Some(adapted_model_spec(dir, model, ctx)?),
+        None => model.map(str::to_owned),
+    })
+}
+
 /// The `embedded:FILE` spec of the embedded model with the adapter in `dir` merged in. The
 /// merged GGUF is written once under the data directory, named by a hash of the base and
 /// the adapter, so the model goes through the usual `Context` path (cache, ledger) with an
 /// identity of its own.
-pub fn adapted_model_spec(
+fn adapted_model_spec(
     dir: &Path,
     model: Option<&str>,
     ctx: &Context,

@@ -80,14 +80,7 @@ pub async fn run(args: ChatArgs, ctx: &Context) -> anyhow::Result<()> {
         response_format,
         prompt_version: None,
     };
-    let spec = match &args.adapter {
-        Some(dir) => Some(crate::adapter::adapted_model_spec(
-            dir,
-            args.model.as_deref(),
-            ctx,
-        )?),
-        None => args.model.clone(),
-    };
+    let spec = crate::adapter::model_spec(args.adapter.as_deref(), args.model.as_deref(), ctx)?;
     let model = ctx.model_for(RoleName::Target, spec.as_deref())?;
     let started = Instant::now();
     if args.json {

@@ -44,14 +44,7 @@ pub struct ServeArgs {
 pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<()> {
     // The same cached, metered model every command gets: a repeated request is answered at
     // once from the cache, and served tokens count in the ledger under the target role.
-    let spec = match &args.adapter {
-        Some(dir) => Some(crate::adapter::adapted_model_spec(
-            dir,
-            args.model.as_deref(),
-            ctx,
-        )?),
-        None => args.model.clone(),
-    };
+    let spec = crate::adapter::model_spec(args.adapter.as_deref(), args.model.as_deref(), ctx)?;
     // Identical requests arriving together are computed once.
     let model: std::sync::Arc<dyn demorecon_llm::ChatModel> =
         std::sync::Arc::new(demorecon_llm::single_flight::SingleFlight::new(
