@@ -25,11 +25,7 @@ pub fn model_spec(
 /// merged GGUF is written once under the data directory, named by a hash of the base and
 /// the adapter, so the model goes through the usual `Context` path (cache, ledger) with an
 /// identity of its own.
-fn adapted_model_spec(
-    dir: &Path,
-    model: Option<&str>,
-    ctx: &Context,
-) -> anyhow::Result<String> {
+fn adapted_model_spec(dir: &Path, model: Option<&str>, ctx: &Context) -> anyhow::Result<String> {
     let home = demorecon_llm::home::data_home();
     let base = match model {
         Some(spec) if spec.starts_with("embedded:") => PathBuf::from(&spec["embedded:".len()..]),
