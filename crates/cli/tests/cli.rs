@@ -456,10 +456,13 @@ async fn serve_under_load_64_clients_single_flight_disconnects_and_sigterm_after
     let (status, log) = status.await.unwrap();
     assert!(status.success(), "exit {status:?}: {log}");
     assert!(stopped.elapsed() < Duration::from_secs(120), "{log}");
-    // The 32 identical requests were computed once: 33 distinct requests, the stream and the
-    // burst of 8 reached the model (cache misses); the stream whose client hung up was
-    // stopped before it finished, so only the other 41 completed (metered calls).
-    assert!(log.contains("42 misses"), "{log}");
+    // The 32 identical requests were computed once: 33 distinct requests and the burst of 8
+    // reached the model (cache misses), and the stream too unless its client hung up before
+    // the request got there; the stream was stopped either way, so 41 completed (metered).
+    assert!(
+        log.contains("41 misses") || log.contains("42 misses"),
+        "{log}"
+    );
     let calls: u64 = log
         .lines()
         .filter_map(|l| {
