@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::cache::{CallCache, request_key};
+use crate::cache::{CallCache, Resolved, request_key};
 use crate::openai::{OpenAiChat, parse_completion};
 use crate::{BackendIdentity, ChatModel, ChatRequest, ChatResponse, LlmError, TokenSink};
 
@@ -278,21 +278,20 @@ pub fn import(cache: &CallCache, files: &[PathBuf]) -> Result<ImportReport, LlmE
             }
             let source = format!("{}:{}", file.display(), i + 1);
             match read_line(&source, &value) {
-                LineResult::Answer(resp) => {
-                    if cache.get(key)?.is_some() {
-                        cache.resolve(key, &resp)?;
-                        report.already_cached += 1;
-                        answered.insert(key.to_owned());
-                    } else if cache.resolve(key, &resp)? {
+                LineResult::Answer(resp) => match cache.resolve(key, &resp)? {
+                    Resolved::Stored => {
                         report.imported += 1;
                         answered.insert(key.to_owned());
-                    } else {
-                        report.unknown.push(issue(
-                            Some(key),
-                            "this cache wrote no batch request with this id".into(),
-                        ));
                     }
-                }
+                    Resolved::AlreadyCached => {
+                        report.already_cached += 1;
+                        answered.insert(key.to_owned());
+                    }
+                    Resolved::NotPending => report.unknown.push(issue(
+                        Some(key),
+                        "this cache wrote no batch request with this id".into(),
+                    )),
+                },
                 LineResult::Failed(reason) => failed.push(issue(Some(key), reason)),
             }
         }

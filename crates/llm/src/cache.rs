@@ -249,11 +249,19 @@ impl CallCache {
     }
 
     /// Stores the answer to a request that was written to a batch, and forgets that it was
-    /// pending. Returns false (and stores nothing) when `key` is not pending.
-    pub fn resolve(&self, key: &str, resp: &ChatResponse) -> Result<bool, LlmError> {
+    /// pending. An answer already cached is kept; a key that is neither pending nor cached
+    /// stores nothing.
+    pub fn resolve(&self, key: &str, resp: &ChatResponse) -> Result<Resolved, LlmError> {
         let response = serde_json::to_string(resp).map_err(|e| LlmError::Cache(e.to_string()))?;
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| db_err(&self.path, e))?;
+        let cached = tx
+            .query_row("SELECT 1 FROM calls WHERE key = ?1", params![key], |_| {
+                Ok(())
+            })
+            .optional()
+            .map_err(|e| db_err(&self.path, e))?
+            .is_some();
         let stored = tx
             .execute(
                 "INSERT OR IGNORE INTO calls (key, backend, model, request, response, created_unix)
@@ -261,11 +269,16 @@ impl CallCache {
                 params![key, response, unix_now()],
             )
             .map_err(|e| db_err(&self.path, e))?;
-        let was_pending = tx
-            .execute("DELETE FROM batch_pending WHERE key = ?1", params![key])
+        tx.execute("DELETE FROM batch_pending WHERE key = ?1", params![key])
             .map_err(|e| db_err(&self.path, e))?;
         tx.commit().map_err(|e| db_err(&self.path, e))?;
-        Ok(stored > 0 || was_pending > 0)
+        Ok(if cached {
+            Resolved::AlreadyCached
+        } else if stored > 0 {
+            Resolved::Stored
+        } else {
+            Resolved::NotPending
+        })
     }
 
     /// Number of stored answers.
@@ -279,6 +292,15 @@ impl CallCache {
     pub fn is_empty(&self) -> Result<bool, LlmError> {
         Ok(self.len()? == 0)
     }
+}
+
+/// What [`CallCache::resolve`] did with an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    Stored,
+    AlreadyCached,
+    /// No batch of this cache asked for the key.
+    NotPending,
 }
 
 /// A model whose calls go through a [`CallCache`].

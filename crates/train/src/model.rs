@@ -411,8 +411,8 @@ impl TrainLlama {
             heads: n_head,
             kv_heads: n_kv,
             head_dim: hd,
-            cos: cos.clone(),
-            sin: sin.clone(),
+            cos,
+            sin,
         };
         // With dropout drawn the LoRA branches are recorded op by op (below); otherwise each
         // layer is one op.
@@ -427,16 +427,7 @@ impl TrainLlama {
         for block in &self.blocks {
             let h = ops::rms_norm(&x, &block.attn_norm, eps)?;
             let qkv = self.project(&block.qkv, &h, adapter)?;
-            let y = ops::Attention {
-                rows,
-                len,
-                heads: n_head,
-                kv_heads: n_kv,
-                head_dim: hd,
-                cos: cos.clone(),
-                sin: sin.clone(),
-            }
-            .forward(&qkv)?;
+            let y = attention.forward(&qkv)?;
             x = (self.project(&block.o, &y, adapter)? + x)?;
             let h = ops::rms_norm(&x, &block.ffn_norm, eps)?;
             if let Some(mlp) = &block.frozen_mlp {
