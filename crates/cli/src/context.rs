@@ -46,8 +46,8 @@ pub struct GlobalArgs {
         value_name = "FILE.gguf"
     )]
     pub model_path: Option<PathBuf>,
-    /// CPU threads of the embedded model's engine (default 1: steady when the cores are
-    /// shared; 2 or more only pay off on otherwise idle cores).
+    /// CPU threads of the embedded model's engine (default: chosen per call by measurement,
+    /// between 1 and every core, so it speeds up on idle cores and stays steady on busy ones).
     #[arg(long, global = true, env = "DEMORECON_THREADS", value_name = "N")]
     pub threads: Option<usize>,
     /// Environment variable that holds the endpoints' API key.

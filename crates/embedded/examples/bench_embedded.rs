@@ -29,7 +29,9 @@ struct Args {
     mode: String,
     decode_tokens: usize,
     runs: usize,
-    threads: usize,
+    /// A fixed thread count, or `None` (`auto`): single-stream runs on every core, aggregate
+    /// runs let the engine choose per call.
+    threads: Option<usize>,
     concurrency: Vec<usize>,
     print_prompt: bool,
     print_model_path: bool,
@@ -41,7 +43,7 @@ fn parse() -> anyhow::Result<Args> {
         mode: "both".into(),
         decode_tokens: 128,
         runs: 5,
-        threads: demorecon_embedded::chat::DEFAULT_THREADS,
+        threads: None,
         concurrency: vec![1, 4, 8, 16, 32],
         print_prompt: false,
         print_model_path: false,
@@ -57,7 +59,10 @@ fn parse() -> anyhow::Result<Args> {
             "--mode" => a.mode = value()?,
             "--decode-tokens" => a.decode_tokens = value()?.parse()?,
             "--runs" => a.runs = value()?.parse()?,
-            "--threads" => a.threads = value()?.parse()?,
+            "--threads" => {
+                let v = value()?;
+                a.threads = if v == "auto" { None } else { Some(v.parse()?) };
+            }
             "--concurrency" => {
                 a.concurrency = value()?
                     .split(',')
@@ -129,6 +134,9 @@ fn single(args: &Args, model_path: &std::path::Path, request: &ChatRequest) -> a
         },
     )?
     .prompt_tokens(request)?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let load_start = Instant::now();
     let model = load_model(model_path)?;
     let mut engine = LlamaEngine::new(
@@ -137,7 +145,7 @@ fn single(args: &Args, model_path: &std::path::Path, request: &ChatRequest) -> a
             slots: 1,
             slot_context: 2048,
             max_tokens_per_call: PREFILL_CHUNK,
-            threads: args.threads,
+            threads,
             kv_f32: false,
         },
     )?;
@@ -174,7 +182,7 @@ fn single(args: &Args, model_path: &std::path::Path, request: &ChatRequest) -> a
     println!(
         "{}",
         serde_json::json!({
-            "engine": "demorecon-embedded", "mode": "single", "threads": args.threads,
+            "engine": "demorecon-embedded", "mode": "single", "threads": threads,
             "prompt_tokens": prompt.len(), "decode_tokens": args.decode_tokens, "runs": args.runs,
             "load_s": load_s,
             "prefill_tok_s": median(prefill.clone()), "decode_tok_s": median(decode.clone()),
@@ -199,7 +207,7 @@ fn aggregate(
             model_path,
             &LoadOptions {
                 max_batch: n.max(1),
-                threads: Some(args.threads),
+                threads: args.threads,
                 ..LoadOptions::default()
             },
         )?;
@@ -238,7 +246,10 @@ fn aggregate(
         println!(
             "{}",
             serde_json::json!({
-                "engine": "demorecon-embedded", "mode": "aggregate", "threads": args.threads,
+                "engine": "demorecon-embedded", "mode": "aggregate",
+                "threads": args.threads.map_or_else(|| "auto".to_string(), |n| n.to_string()),
+                "mean_threads": (after.engine_threads - before.engine_threads) as f64
+                    / (after.engine_calls - before.engine_calls).max(1) as f64,
                 "concurrency": n, "completion_tokens": tokens, "wall_s": wall,
                 "tok_s": tokens as f64 / wall,
                 "mean_batch": if steps > 0 { rows as f64 / steps as f64 } else { 0.0 },

@@ -3,11 +3,12 @@
 //! ([`crate::llama`]); another engine can be swapped in by implementing [`Backend`].
 //!
 //! The trait is about positions and logits only — no text, sampling or scheduling policy.
-//! Determinism rests on two promises an implementation must keep (the scheduler relies on
+//! Determinism rests on three promises an implementation must keep (the scheduler relies on
 //! them and `tests/determinism.rs` checks llama.cpp keeps them):
 //!
-//! - a [`Backend::decode`] row's logits do not depend on the other rows in the batch, and
-//! - a [`Backend::prefill`] of a chunk depends only on the slot's tokens so far and the chunk.
+//! - a [`Backend::decode`] row's logits do not depend on the other rows in the batch,
+//! - a [`Backend::prefill`] of a chunk depends only on the slot's tokens so far and the chunk,
+//! - and neither depends on the thread count [`Backend::set_threads`] chose.
 
 use std::fmt;
 
@@ -42,6 +43,8 @@ pub trait Backend {
     fn slot_context(&self) -> usize;
     /// The most tokens one [`Backend::prefill`] or [`Backend::decode`] call may carry.
     fn max_tokens_per_call(&self) -> usize;
+    /// Runs the following calls on `threads` CPU threads (results must not change).
+    fn set_threads(&mut self, threads: usize);
     /// Drops `slot`'s cache from position `from` on (0: all of it).
     fn truncate(&mut self, slot: usize, from: usize) -> Result<(), BackendError>;
     /// Makes `dst` hold exactly what `src` holds.

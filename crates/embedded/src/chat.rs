@@ -11,6 +11,7 @@ use crate::llama::{self, ContextSize, ENGINE_ID, LlamaEngine};
 use crate::prompt::Prompter;
 use crate::sampler::Sampler;
 use crate::scheduler::{self, Capacity, Counters, Generated, Job, PREFILL_CHUNK, Stats};
+use crate::threads::Governor;
 use async_trait::async_trait;
 use demorecon_gguf::model_name;
 use demorecon_gguf::tokenizer::GgufTokenizer;
@@ -25,14 +26,6 @@ use tokio::sync::oneshot;
 /// slot and prefix slot holds this much KV, allocated at load.
 pub const DEFAULT_CONTEXT: usize = 4096;
 
-/// llama.cpp threads when the caller sets none. One: ggml's threads meet at a spinning
-/// barrier after every op, so when the cores are shared (other processes, several engines
-/// in one test run) a thread that loses its core stalls the others. Measured on a shared
-/// 2-core machine (load average 3–4): 1 thread decoded 57 tok/s, 2 threads 4 tok/s; at load
-/// ~11, 5.8 tok/s against under 1.
-/// Batching, not threads, is what this engine scales with.
-pub const DEFAULT_THREADS: usize = 1;
-
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -43,7 +36,8 @@ pub struct LoadOptions {
     pub max_batch: usize,
     /// How many prompt prefixes to keep for reuse.
     pub prefix_slots: usize,
-    /// CPU threads for llama.cpp (default: [`DEFAULT_THREADS`]).
+    /// CPU threads for llama.cpp: a fixed count, or (the default) chosen per call by
+    /// measurement between 1 and the cores available ([`crate::threads`]).
     pub threads: Option<usize>,
 }
 
@@ -123,12 +117,17 @@ impl EmbeddedChat {
             max_batch: options.max_batch.max(1),
             prefix_slots: options.prefix_slots,
         };
-        let threads = options.threads.unwrap_or(DEFAULT_THREADS).max(1);
+        let governor = match options.threads {
+            Some(n) => Governor::fixed(n),
+            None => Governor::adaptive(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
+        };
         let size = ContextSize {
             slots: capacity.max_batch + capacity.prefix_slots,
             slot_context: context,
             max_tokens_per_call: capacity.max_batch.max(PREFILL_CHUNK),
-            threads,
+            threads: governor.choices()[0],
             kv_f32: false,
         };
         let digest = demorecon_gguf::store::cached_sha256(path)
@@ -170,6 +169,7 @@ impl EmbeddedChat {
                     &mut engine,
                     &engine_prompter,
                     capacity,
+                    governor,
                     engine_counters,
                     receiver,
                 );

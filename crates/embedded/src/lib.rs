@@ -22,6 +22,7 @@ pub mod prompt;
 pub mod sampler;
 pub mod scheduler;
 pub mod stop;
+pub mod threads;
 
 pub use chat::{EmbeddedChat, LoadOptions, identity_of};
 pub use demorecon_gguf::store;

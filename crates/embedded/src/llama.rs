@@ -1,5 +1,10 @@
-//! The [`Backend`] on llama.cpp (through the `llama-cpp-2` bindings): one `llama_context`
+//! The [`Backend`] on llama.cpp (through the `llama-cpp-sys-2` bindings): one `llama_context`
 //! whose KV cache has one stream per slot. Only the scheduler thread touches it.
+//!
+//! The raw bindings rather than `llama-cpp-2`'s safe wrapper, because the engine changes its
+//! thread count between calls (`llama_set_n_threads`, see [`crate::threads`]) and the wrapper
+//! has no way to; the unsafe surface is the handful of calls below, each behind an owning
+//! type ([`LlamaModel`], [`LlamaEngine`], `Batch`) that frees what it holds.
 //!
 //! Settings chosen for determinism, each measured or read off ggml's CPU kernels:
 //!
@@ -19,36 +24,35 @@
 //! Not for text, sampling or scheduling: see [`crate::scheduler`].
 
 use crate::backend::{Backend, BackendError, Row};
-use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
-use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::token::LlamaToken;
+use llama_cpp_sys_2 as sys;
 use std::collections::VecDeque;
-use std::ffi::{CStr, c_char, c_void};
-use std::num::NonZeroU32;
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::marker::PhantomData;
 use std::path::Path;
+use std::ptr::NonNull;
 use std::sync::{Mutex, OnceLock};
 
 /// Names the kernels in backend identities (and so in cache keys): a different llama.cpp may
 /// round differently, so it must not answer from another's cache.
 pub const ENGINE_ID: &str = "llama.cpp-sys-0.1.161";
 
-/// llama.cpp's process-wide state, initialised once.
-fn backend() -> Result<&'static LlamaBackend, BackendError> {
-    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+/// llama.cpp's process-wide state, initialised once (and never freed: it lives as long as
+/// the process).
+fn backend() -> Result<(), BackendError> {
+    static BACKEND: OnceLock<Result<(), String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
             check_cpu()?;
             // SAFETY: `log_line` is a plain function that stays valid for the whole process and
-            // ignores its user-data pointer, which is null.
-            unsafe { llama_cpp_sys_2::llama_log_set(Some(log_line), std::ptr::null_mut()) };
-            LlamaBackend::init().map_err(|e| format!("initialising llama.cpp: {e}"))
+            // ignores its user-data pointer, which is null. `llama_backend_init` runs once.
+            unsafe {
+                sys::llama_log_set(Some(log_line), std::ptr::null_mut());
+                sys::llama_backend_init();
+            }
+            Ok(())
         })
-        .as_ref()
-        .map_err(|e| BackendError(e.clone()))
+        .clone()
+        .map_err(BackendError)
 }
 
 /// llama.cpp's latest warnings and errors, so a failed load can say why.
@@ -70,13 +74,13 @@ unsafe extern "C" fn log_line(level: u32, text: *const c_char, _user: *mut c_voi
     }
     let mut recent = RECENT_PROBLEMS.lock().unwrap_or_else(|p| p.into_inner());
     match level {
-        llama_cpp_sys_2::GGML_LOG_LEVEL_WARN | llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR => {
+        sys::GGML_LOG_LEVEL_WARN | sys::GGML_LOG_LEVEL_ERROR => {
             if recent.len() == KEPT_PROBLEMS {
                 recent.pop_front();
             }
             recent.push_back(line.to_string());
         }
-        llama_cpp_sys_2::GGML_LOG_LEVEL_CONT => {
+        sys::GGML_LOG_LEVEL_CONT => {
             if let Some(last) = recent.back_mut() {
                 last.push_str(line);
             }
@@ -124,11 +128,52 @@ pub fn check_cpu() -> Result<(), String> {
     Ok(())
 }
 
+/// A model's weights, loaded by llama.cpp.
+pub struct LlamaModel {
+    raw: NonNull<sys::llama_model>,
+}
+
+// SAFETY: llama.cpp's model is read-only after loading; contexts made from it (each used by
+// one thread) only read it.
+unsafe impl Send for LlamaModel {}
+unsafe impl Sync for LlamaModel {}
+
+impl Drop for LlamaModel {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from `llama_model_load_from_file` and is freed once; every
+        // context borrowing it has been dropped (the borrow checker sees to that).
+        unsafe { sys::llama_model_free(self.raw.as_ptr()) }
+    }
+}
+
+impl LlamaModel {
+    /// Logits per token.
+    pub fn n_vocab(&self) -> usize {
+        // SAFETY: `raw` is a live model; its vocabulary lives as long as it does.
+        let n = unsafe { sys::llama_vocab_n_tokens(sys::llama_model_get_vocab(self.raw.as_ptr())) };
+        usize::try_from(n).unwrap_or(0)
+    }
+}
+
 /// Loads the weights of the GGUF at `path`.
 pub fn load_model(path: &Path) -> Result<LlamaModel, BackendError> {
-    let backend = backend()?;
-    LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
-        .map_err(|e| BackendError(format!("llama.cpp could not load {}: {e}", path.display())))
+    backend()?;
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| BackendError(format!("{} has a NUL byte in its path", path.display())))?;
+    // SAFETY: the path is NUL-terminated and outlives the call; default parameters hold no
+    // pointers of ours. A null result is handled.
+    let raw = unsafe {
+        sys::llama_model_load_from_file(c_path.as_ptr(), sys::llama_model_default_params())
+    };
+    NonNull::new(raw)
+        .map(|raw| LlamaModel { raw })
+        .ok_or_else(|| {
+            BackendError(format!(
+                "llama.cpp could not load {}{}",
+                path.display(),
+                recent_problems()
+            ))
+        })
 }
 
 /// How to size the context.
@@ -139,23 +184,101 @@ pub struct ContextSize {
     pub slot_context: usize,
     /// The most tokens one call carries: a prefill chunk or a decode batch.
     pub max_tokens_per_call: usize,
+    /// Threads the context starts with ([`Backend::set_threads`] changes them).
     pub threads: usize,
     /// Keep K and V in f32 instead of f16: for exactness checks against an f32 reference
     /// (twice the KV memory).
     pub kv_f32: bool,
 }
 
+/// A `llama_batch` of up to `capacity` tokens, one sequence each.
+struct Batch {
+    raw: sys::llama_batch,
+    capacity: usize,
+}
+
+impl Batch {
+    fn new(capacity: usize) -> Result<Self, BackendError> {
+        let n =
+            i32::try_from(capacity).map_err(|_| BackendError("the batch is too large".into()))?;
+        // SAFETY: allocates arrays for `n` tokens with one sequence id each; freed in Drop.
+        let raw = unsafe { sys::llama_batch_init(n, 0, 1) };
+        if raw.token.is_null() {
+            return Err(BackendError("llama.cpp could not allocate a batch".into()));
+        }
+        Ok(Self { raw, capacity })
+    }
+
+    fn clear(&mut self) {
+        self.raw.n_tokens = 0;
+    }
+
+    fn push(
+        &mut self,
+        token: u32,
+        pos: usize,
+        seq: usize,
+        logits: bool,
+    ) -> Result<(), BackendError> {
+        let i = usize::try_from(self.raw.n_tokens).unwrap_or(usize::MAX);
+        if i >= self.capacity {
+            return Err(BackendError(format!(
+                "the batch holds at most {} tokens",
+                self.capacity
+            )));
+        }
+        let token = i32::try_from(token)
+            .map_err(|_| BackendError(format!("token {token} out of range")))?;
+        let pos =
+            i32::try_from(pos).map_err(|_| BackendError(format!("position {pos} out of range")))?;
+        let seq =
+            i32::try_from(seq).map_err(|_| BackendError(format!("slot {seq} out of range")))?;
+        // SAFETY: `i < capacity`, the length every array was allocated with; each `seq_id[i]`
+        // points to room for one id (n_seq_max = 1).
+        unsafe {
+            *self.raw.token.add(i) = token;
+            *self.raw.pos.add(i) = pos;
+            *self.raw.n_seq_id.add(i) = 1;
+            *(*self.raw.seq_id.add(i)) = seq;
+            *self.raw.logits.add(i) = i8::from(logits);
+        }
+        self.raw.n_tokens += 1;
+        Ok(())
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from `llama_batch_init` and is freed once.
+        unsafe { sys::llama_batch_free(self.raw) }
+    }
+}
+
 /// One `llama_context` over a loaded model.
 pub struct LlamaEngine<'m> {
-    context: LlamaContext<'m>,
-    batch: LlamaBatch<'static>,
+    ctx: NonNull<sys::llama_context>,
+    batch: Batch,
     n_vocab: usize,
     size: ContextSize,
+    threads: usize,
+    _model: PhantomData<&'m LlamaModel>,
+}
+
+// SAFETY: the context is used by one thread at a time (the engine is `!Sync` and every call
+// takes `&mut self`); llama.cpp keeps no thread-local state for it.
+unsafe impl Send for LlamaEngine<'_> {}
+
+impl Drop for LlamaEngine<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `ctx` came from `llama_init_from_model` and is freed once, before the model
+        // it borrows (the `'m` lifetime).
+        unsafe { sys::llama_free(self.ctx.as_ptr()) }
+    }
 }
 
 impl<'m> LlamaEngine<'m> {
     pub fn new(model: &'m LlamaModel, size: ContextSize) -> Result<Self, BackendError> {
-        let backend = backend()?;
+        backend()?;
         let slot_context = size.slot_context.max(1).div_ceil(256) * 256;
         let size = ContextSize {
             slots: size.slots.max(1),
@@ -165,70 +288,86 @@ impl<'m> LlamaEngine<'m> {
             kv_f32: size.kv_f32,
         };
         let total = u32::try_from(size.slots * slot_context)
-            .ok()
-            .and_then(NonZeroU32::new)
-            .ok_or_else(|| BackendError("the requested context is too large".into()))?;
+            .map_err(|_| BackendError("the requested context is too large".into()))?;
         let per_call = u32::try_from(size.max_tokens_per_call)
             .map_err(|_| BackendError("the batch size is too large".into()))?;
         let threads = i32::try_from(size.threads).unwrap_or(i32::MAX);
-        let params = LlamaContextParams::default()
-            .with_n_ctx(Some(total))
-            .with_n_batch(per_call)
-            .with_n_ubatch(per_call)
-            .with_n_seq_max(size.slots as u32)
-            .with_kv_unified(false)
-            .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads)
-            .with_no_perf(true);
-        let params = if size.kv_f32 {
-            params
-                .with_type_k(KvCacheType::F32)
-                .with_type_v(KvCacheType::F32)
-        } else {
-            params
-        };
-        let context = model.new_context(backend, params).map_err(|e| {
+        // SAFETY: plain defaults; no pointers are set below.
+        let mut params = unsafe { sys::llama_context_default_params() };
+        params.n_ctx = total;
+        params.n_batch = per_call;
+        params.n_ubatch = per_call;
+        params.n_seq_max = size.slots as u32;
+        params.kv_unified = false;
+        params.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        params.n_threads = threads;
+        params.n_threads_batch = threads;
+        params.no_perf = true;
+        if size.kv_f32 {
+            params.type_k = sys::GGML_TYPE_F32;
+            params.type_v = sys::GGML_TYPE_F32;
+        }
+        // SAFETY: `model` is live for `'m`, which the engine cannot outlive.
+        let raw = unsafe { sys::llama_init_from_model(model.raw.as_ptr(), params) };
+        let ctx = NonNull::new(raw).ok_or_else(|| {
             BackendError(format!(
-                "creating the llama.cpp context: {e}{}",
+                "creating the llama.cpp context failed{}",
                 recent_problems()
             ))
         })?;
-        let n_vocab = usize::try_from(model.n_vocab())
-            .map_err(|_| BackendError("the model reports a negative vocabulary".into()))?;
+        let n_vocab = model.n_vocab();
+        let batch = Batch::new(size.max_tokens_per_call);
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                // SAFETY: freed once, here, as no engine owns it yet.
+                unsafe { sys::llama_free(ctx.as_ptr()) };
+                return Err(e);
+            }
+        };
         Ok(Self {
-            context,
-            batch: LlamaBatch::new(size.max_tokens_per_call, 1),
+            ctx,
+            batch,
             n_vocab,
+            threads: size.threads,
             size,
+            _model: PhantomData,
         })
     }
 
-    fn seq(slot: usize) -> Result<i32, BackendError> {
-        i32::try_from(slot).map_err(|_| BackendError(format!("slot {slot} out of range")))
-    }
-
-    fn pos(pos: usize) -> Result<i32, BackendError> {
-        i32::try_from(pos).map_err(|_| BackendError(format!("position {pos} out of range")))
-    }
-
-    fn token(id: u32) -> Result<LlamaToken, BackendError> {
-        i32::try_from(id)
-            .map(LlamaToken)
-            .map_err(|_| BackendError(format!("token {id} out of range")))
+    fn memory(&self) -> sys::llama_memory_t {
+        // SAFETY: `ctx` is live; the memory handle lives as long as the context.
+        unsafe { sys::llama_get_memory(self.ctx.as_ptr()) }
     }
 
     fn run(&mut self) -> Result<(), BackendError> {
-        self.context
-            .decode(&mut self.batch)
-            .map_err(|e| BackendError(format!("llama.cpp decode: {e}")))
+        // SAFETY: the batch's arrays hold `n_tokens` filled entries; `ctx` is live.
+        let status = unsafe { sys::llama_decode(self.ctx.as_ptr(), self.batch.raw) };
+        match status {
+            0 => Ok(()),
+            1 => Err(BackendError(
+                "llama.cpp decode: no room in the KV cache for this batch".into(),
+            )),
+            n => Err(BackendError(format!(
+                "llama.cpp decode failed ({n}){}",
+                recent_problems()
+            ))),
+        }
     }
 
     fn read_logits(&self, index: usize, out: &mut Vec<f32>) -> Result<(), BackendError> {
         let i = i32::try_from(index).map_err(|_| BackendError("batch index".into()))?;
-        let row = self.context.get_logits_ith(i);
+        // SAFETY: `ctx` is live; a non-null result points to `n_vocab` floats owned by the
+        // context and valid until its next decode, which needs `&mut self`.
+        let row = unsafe { sys::llama_get_logits_ith(self.ctx.as_ptr(), i) };
+        if row.is_null() {
+            return Err(BackendError(format!(
+                "llama.cpp has no logits for batch row {index}"
+            )));
+        }
+        let row = unsafe { std::slice::from_raw_parts(row, self.n_vocab) };
         out.clear();
-        out.extend_from_slice(&row[..self.n_vocab.min(row.len())]);
+        out.extend_from_slice(row);
         Ok(())
     }
 }
@@ -250,14 +389,21 @@ impl Backend for LlamaEngine<'_> {
         self.size.max_tokens_per_call
     }
 
+    fn set_threads(&mut self, threads: usize) {
+        let threads = threads.max(1);
+        if threads != self.threads {
+            let n = i32::try_from(threads).unwrap_or(i32::MAX);
+            // SAFETY: `ctx` is live; the next decode uses the new count.
+            unsafe { sys::llama_set_n_threads(self.ctx.as_ptr(), n, n) };
+            self.threads = threads;
+        }
+    }
+
     fn truncate(&mut self, slot: usize, from: usize) -> Result<(), BackendError> {
-        let seq = u32::try_from(slot).map_err(|_| BackendError("slot".into()))?;
-        let from = u32::try_from(from).map_err(|_| BackendError("position".into()))?;
-        let removed = self
-            .context
-            .clear_kv_cache_seq(Some(seq), Some(from), None)
-            .map_err(|e| BackendError(format!("clearing slot {slot}: {e}")))?;
-        if removed {
+        let seq = i32::try_from(slot).map_err(|_| BackendError("slot".into()))?;
+        let from = i32::try_from(from).map_err(|_| BackendError("position".into()))?;
+        // SAFETY: the memory handle belongs to the live context.
+        if unsafe { sys::llama_memory_seq_rm(self.memory(), seq, from, -1) } {
             Ok(())
         } else {
             Err(BackendError(format!(
@@ -267,10 +413,15 @@ impl Backend for LlamaEngine<'_> {
     }
 
     fn copy(&mut self, src: usize, dst: usize) -> Result<(), BackendError> {
-        let (src, dst) = (Self::seq(src)?, Self::seq(dst)?);
-        self.context
-            .copy_kv_cache_seq(src, dst, None, None)
-            .map_err(|e| BackendError(format!("copying slot {src} to {dst}: {e}")))
+        let slots = self.size.slots;
+        if src >= slots || dst >= slots {
+            return Err(BackendError(format!(
+                "copying slot {src} to {dst}: out of range"
+            )));
+        }
+        // SAFETY: both ids are sequences of this context (checked above).
+        unsafe { sys::llama_memory_seq_cp(self.memory(), src as i32, dst as i32, -1, -1) };
+        Ok(())
     }
 
     fn prefill(
@@ -287,18 +438,14 @@ impl Backend for LlamaEngine<'_> {
                 tokens.len()
             )));
         }
-        let seq = Self::seq(slot)?;
+        if slot >= self.size.slots {
+            return Err(BackendError(format!("slot {slot} out of range")));
+        }
         self.batch.clear();
         let last = tokens.len() - 1;
         for (i, &id) in tokens.iter().enumerate() {
             self.batch
-                .add(
-                    Self::token(id)?,
-                    Self::pos(start + i)?,
-                    &[seq],
-                    i == last && logits.is_some(),
-                )
-                .map_err(|e| BackendError(format!("building the batch: {e}")))?;
+                .push(id, start + i, slot, i == last && logits.is_some())?;
         }
         self.run()?;
         if let Some(out) = logits {
@@ -320,14 +467,10 @@ impl Backend for LlamaEngine<'_> {
         }
         self.batch.clear();
         for row in rows {
-            self.batch
-                .add(
-                    Self::token(row.token)?,
-                    Self::pos(row.pos)?,
-                    &[Self::seq(row.slot)?],
-                    true,
-                )
-                .map_err(|e| BackendError(format!("building the batch: {e}")))?;
+            if row.slot >= self.size.slots {
+                return Err(BackendError(format!("slot {} out of range", row.slot)));
+            }
+            self.batch.push(row.token, row.pos, row.slot, true)?;
         }
         self.run()?;
         for (i, out) in logits.iter_mut().enumerate().take(rows.len()) {

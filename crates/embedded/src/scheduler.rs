@@ -27,6 +27,7 @@ use crate::constrain::apply_mask;
 use crate::prompt::Prompter;
 use crate::sampler::Sampler;
 use crate::stop::StopScanner;
+use crate::threads::{Call, Governor};
 use demorecon_llm::{FinishReason, LlmError, TokenSink};
 use llguidance::Matcher;
 use std::collections::VecDeque;
@@ -76,6 +77,9 @@ pub struct Counters {
     /// Decode steps, and the rows (sequences) they carried.
     pub decode_steps: AtomicU64,
     pub decode_rows: AtomicU64,
+    /// Engine calls (prefill chunks and decode batches), and the threads they ran on, summed.
+    pub engine_calls: AtomicU64,
+    pub engine_threads: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -85,6 +89,8 @@ pub struct Stats {
     pub prompt_tokens_computed: u64,
     pub decode_steps: u64,
     pub decode_rows: u64,
+    pub engine_calls: u64,
+    pub engine_threads: u64,
 }
 
 impl Counters {
@@ -94,6 +100,8 @@ impl Counters {
             prompt_tokens_computed: self.prompt_tokens_computed.load(Ordering::Relaxed),
             decode_steps: self.decode_steps.load(Ordering::Relaxed),
             decode_rows: self.decode_rows.load(Ordering::Relaxed),
+            engine_calls: self.engine_calls.load(Ordering::Relaxed),
+            engine_threads: self.engine_threads.load(Ordering::Relaxed),
         }
     }
 }
@@ -127,10 +135,11 @@ pub(crate) fn run<B: Backend>(
     backend: &mut B,
     prompter: &Prompter,
     capacity: Capacity,
+    governor: Governor,
     counters: Arc<Counters>,
     jobs: Receiver<Job>,
 ) {
-    let mut scheduler = Scheduler::new(backend, prompter, capacity, counters);
+    let mut scheduler = Scheduler::new(backend, prompter, capacity, governor, counters);
     let mut waiting: VecDeque<Job> = VecDeque::new();
     let mut open = true;
     loop {
@@ -181,6 +190,7 @@ struct Scheduler<'a, B: Backend> {
     free_prefix_slots: Vec<usize>,
     clock: u64,
     logits: Vec<Vec<f32>>,
+    governor: Governor,
     counters: Arc<Counters>,
 }
 
@@ -189,6 +199,7 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         backend: &'a mut B,
         prompter: &'a Prompter,
         capacity: Capacity,
+        governor: Governor,
         counters: Arc<Counters>,
     ) -> Self {
         let decode_slots = capacity.max_batch.max(1);
@@ -203,8 +214,29 @@ impl<'a, B: Backend> Scheduler<'a, B> {
                 .collect(),
             clock: 0,
             logits: Vec::new(),
+            governor,
             counters,
         }
+    }
+
+    /// Runs one engine call of kind `call` over `tokens` tokens on the thread count the
+    /// governor picks, and tells it how long the call took.
+    fn timed<T>(
+        &mut self,
+        call: Call,
+        tokens: usize,
+        run: impl FnOnce(&mut B) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let threads = self.governor.pick(call);
+        self.backend.set_threads(threads);
+        let start = std::time::Instant::now();
+        let out = run(&mut *self.backend)?;
+        self.governor.record(start.elapsed(), tokens);
+        self.counters.engine_calls.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .engine_threads
+            .fetch_add(threads as u64, Ordering::Relaxed);
+        Ok(out)
     }
 
     /// Puts `job` in `slot`. Its prefix is looked up when its prefill starts, not now: in a
@@ -385,9 +417,13 @@ impl<'a, B: Backend> Scheduler<'a, B> {
             self.logits.push(Vec::new());
         }
         let slot = seq.slot;
-        let logits = last.then_some(&mut self.logits[0]);
-        self.backend
-            .prefill(slot, done, &seq.job.prompt[done..end], logits)?;
+        let mut logits = std::mem::take(&mut self.logits[0]);
+        let chunk = seq.job.prompt[done..end].to_vec();
+        let ran = self.timed(Call::Prefill, chunk.len(), |b| {
+            b.prefill(slot, done, &chunk, last.then_some(&mut logits))
+        });
+        self.logits[0] = logits;
+        ran?;
         self.counters
             .prompt_tokens_computed
             .fetch_add((end - done) as u64, Ordering::Relaxed);
@@ -427,11 +463,19 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         if self.logits.len() < rows.len() {
             self.logits.resize_with(rows.len(), Vec::new);
         }
+        let mut logits = std::mem::take(&mut self.logits);
         for (start, part) in rows.chunks(per_call).enumerate() {
             let at = start * per_call;
-            self.backend
-                .decode(part, &mut self.logits[at..at + part.len()])?;
+            let out = &mut logits[at..at + part.len()];
+            let ran = self.timed(Call::Decode { rows: part.len() }, part.len(), |b| {
+                b.decode(part, out)
+            });
+            if let Err(e) = ran {
+                self.logits = logits;
+                return Err(e);
+            }
         }
+        self.logits = logits;
         self.counters.decode_steps.fetch_add(1, Ordering::Relaxed);
         self.counters
             .decode_rows

@@ -1,6 +1,7 @@
 //! The determinism contract under continuous batching: a request's text depends on the
 //! request alone — not on what else is in the batch, the order requests arrive in, the
-//! batch size limit, the context size, or what the prefix cache holds.
+//! batch size limit, the context size, what the prefix cache holds, or how many threads the
+//! engine ran each call on.
 
 use super::model_path;
 use demorecon_embedded::{EmbeddedChat, LoadOptions};
@@ -79,14 +80,20 @@ async fn together(
     futures::future::join_all(calls).await.into_iter().collect()
 }
 
-fn load(max_batch: usize, prefix_slots: usize, max_context: usize) -> EmbeddedChat {
+/// `threads`: a fixed count, or `None` for the engine's own choice per call.
+fn load(
+    max_batch: usize,
+    prefix_slots: usize,
+    max_context: usize,
+    threads: Option<usize>,
+) -> EmbeddedChat {
     EmbeddedChat::load(
         &model_path(),
         &LoadOptions {
             max_batch,
             prefix_slots,
             max_context: Some(max_context),
-            ..LoadOptions::default()
+            threads,
         },
     )
     .expect("load")
@@ -96,13 +103,13 @@ fn load(max_batch: usize, prefix_slots: usize, max_context: usize) -> EmbeddedCh
 async fn sixteen_requests_give_the_same_bytes_alone_together_reordered_and_from_the_prefix_cache() {
     let reqs = requests();
     let (reference, prompt_len) = {
-        let alone = load(1, 0, 1024);
+        let alone = load(1, 0, 1024, Some(1));
         let n = alone.prompt_tokens(&reqs[0]).unwrap().len();
         assert!(
             n > 2 * 64,
             "the shared prompt should span chunks: {n} tokens"
         );
-        // Reference: one request at a time, no prefix cache.
+        // Reference: one request at a time, no prefix cache, one thread.
         let mut reference = BTreeMap::new();
         for (i, req) in reqs.iter().enumerate() {
             reference.insert(i, alone.chat(req, None).await.unwrap().text);
@@ -122,13 +129,13 @@ async fn sixteen_requests_give_the_same_bytes_alone_together_reordered_and_from_
         "the requests should differ: {reference:?}"
     );
 
-    // All 16 at once, in order, with the prefix cache.
-    let batched = load(16, 4, 1024);
+    // All 16 at once, in order, with the prefix cache, on two threads.
+    let batched = load(16, 4, 1024, Some(2));
     let forward: Vec<usize> = (0..16).collect();
     assert_eq!(
         &together(&batched, &reqs, &forward).await,
         reference,
-        "batched"
+        "batched, 2 threads"
     );
     let stats = batched.stats();
     assert!(
@@ -150,14 +157,14 @@ async fn sixteen_requests_give_the_same_bytes_alone_together_reordered_and_from_
     let warm = batched.stats();
     assert!(warm.prompt_tokens_reused > stats.prompt_tokens_reused);
 
-    // A smaller batch limit (so batches of 5, then fewer), a shuffled order and a larger
-    // context per sequence.
-    let small = load(5, 1, 2048);
+    // A smaller batch limit (so batches of 5, then fewer), a shuffled order, a larger
+    // context per sequence, and threads chosen per call by the engine.
+    let small = load(5, 1, 2048, None);
     let shuffled = [7, 2, 12, 0, 15, 9, 4, 11, 1, 14, 6, 3, 13, 8, 10, 5];
     assert_eq!(
         &together(&small, &reqs, &shuffled).await,
         reference,
-        "batch of 5, shuffled"
+        "batch of 5, shuffled, threads chosen per call"
     );
 }
 
@@ -165,7 +172,7 @@ async fn sixteen_requests_give_the_same_bytes_alone_together_reordered_and_from_
 async fn a_request_alone_equals_itself_among_unrelated_long_requests() {
     // Other sequences with long, unrelated prompts and long outputs push the batch's KV range
     // past 512 cells while the probe decodes.
-    let chat = load(8, 2, 2048);
+    let chat = load(8, 2, 2048, None);
     let probe = ChatRequest {
         sampling: Sampling {
             temperature: 0.7,
