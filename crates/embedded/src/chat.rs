@@ -9,7 +9,7 @@
 use crate::backend::Backend;
 use crate::llama::{self, ContextSize, ENGINE_ID, LlamaEngine};
 use crate::prompt::Prompter;
-use crate::sampler::Sampler;
+use crate::sampler::{SAMPLER_ID, Sampler};
 use crate::scheduler::{self, Capacity, Counters, Generated, Job, PREFILL_CHUNK, Stats};
 use crate::threads::Governor;
 use async_trait::async_trait;
@@ -64,8 +64,9 @@ fn identity_with(model: String, sha256: &str) -> BackendIdentity {
     BackendIdentity {
         kind: "embedded".into(),
         model,
-        // The weights, the kernels and the prefill chunking all decide the logits.
-        detail: format!("{sha256}:{ENGINE_ID}:chunk{PREFILL_CHUNK}"),
+        // The weights, the kernels and the prefill chunking all decide the logits; the
+        // sampler, which token is drawn from them.
+        detail: format!("{sha256}:{ENGINE_ID}:chunk{PREFILL_CHUNK}:{SAMPLER_ID}"),
     }
 }
 

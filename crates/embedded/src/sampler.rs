@@ -1,17 +1,39 @@
 //! Picks the next token from logits: greedy at temperature 0, otherwise softmax at the given
-//! temperature, cut to the smallest set whose probability reaches `top_p`, drawn with a
-//! ChaCha RNG seeded from the request, so the same seed gives the same text on every run and
-//! platform (`StdRng` makes no such promise across `rand` versions).
+//! temperature, cut to the smallest set of most likely tokens whose probability reaches
+//! `top_p`, drawn with a ChaCha RNG seeded from the request, so the same seed gives the same
+//! text on every run and platform (`StdRng` makes no such promise across `rand` versions).
+//!
+//! It runs once per generated token on the engine thread, between batched decode calls, so it
+//! avoids sorting the whole vocabulary: without a `top_p` cut it draws over the tokens in id
+//! order, and with one it sorts only as many of the most likely tokens as the cut needs
+//! (found by selection, growing the count until their mass reaches `top_p`). Ties are broken
+//! by id, so every order, and so every draw, is a function of the logits and the seed.
 //!
 //! Tokens the grammar forbids arrive as `-inf` logits and so get probability zero.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::cmp::Ordering;
+
+/// Names the draw procedure in backend identities: another procedure draws other tokens from
+/// the same logits and seed, so it must not answer from this one's cache.
+pub const SAMPLER_ID: &str = "sampler2";
+
+/// The most likely tokens sorted first (the cut starts with this many, then grows 4× at a
+/// time).
+const FIRST_CUT: usize = 64;
 
 pub struct Sampler {
     temperature: f32,
     top_p: f32,
     rng: ChaCha8Rng,
+    /// Scratch: (token, unnormalised probability) of every possible token.
+    candidates: Vec<(u32, f32)>,
+}
+
+/// Most likely first; ties by id.
+fn likelier(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
 impl Sampler {
@@ -30,6 +52,7 @@ impl Sampler {
             temperature,
             top_p,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            candidates: Vec::new(),
         }
     }
 
@@ -46,32 +69,43 @@ impl Sampler {
         if !max.is_finite() {
             return None;
         }
-        let mut candidates: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| x.is_finite())
-            .map(|(i, &x)| (i as u32, ((x - max) / self.temperature).exp()))
-            .filter(|(_, p)| *p > 0.0)
-            .collect();
-        // Highest first; ties broken by id so the order (and so the draw) is deterministic.
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let total: f32 = candidates.iter().map(|c| c.1).sum();
+        let candidates = &mut self.candidates;
+        candidates.clear();
+        candidates.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.is_finite())
+                .map(|(i, &x)| (i as u32, ((x - max) / self.temperature).exp()))
+                .filter(|(_, p)| *p > 0.0),
+        );
         if self.top_p < 1.0 {
-            let mut cumulative = 0.0;
-            let mut keep = candidates.len();
-            for (i, c) in candidates.iter().enumerate() {
-                cumulative += c.1 / total;
-                if cumulative >= self.top_p {
-                    keep = i + 1;
-                    break;
+            let total: f64 = candidates.iter().map(|c| f64::from(c.1)).sum();
+            let needed = f64::from(self.top_p) * total;
+            let n = candidates.len();
+            let mut sorted = FIRST_CUT.min(n);
+            let keep = loop {
+                if sorted < n {
+                    candidates.select_nth_unstable_by(sorted - 1, likelier);
                 }
-            }
+                candidates[..sorted].sort_unstable_by(likelier);
+                let mut cumulative = 0.0;
+                let reached = candidates[..sorted].iter().position(|c| {
+                    cumulative += f64::from(c.1);
+                    cumulative >= needed
+                });
+                match reached {
+                    Some(i) => break i + 1,
+                    None if sorted == n => break n,
+                    None => sorted = (sorted * 4).min(n),
+                }
+            };
             candidates.truncate(keep.max(1));
         }
-        let kept: f32 = candidates.iter().map(|c| c.1).sum();
-        let mut target = self.rng.random::<f32>() * kept;
-        for &(id, p) in &candidates {
-            target -= p;
+        let kept: f64 = candidates.iter().map(|c| f64::from(c.1)).sum();
+        let mut target = self.rng.random::<f64>() * kept;
+        for &(id, p) in candidates.iter() {
+            target -= f64::from(p);
             if target <= 0.0 {
                 return Some(id);
             }
@@ -125,5 +159,38 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(s.sample(&masked), Some(1));
         }
+    }
+
+    #[test]
+    fn the_top_p_cut_keeps_the_smallest_most_likely_set() {
+        // 300 tokens: ten likely ones (ids 100..110) and a long flat tail, so the cut needs
+        // more than the first selection of 64 when top_p is high.
+        let mut logits = vec![0.0f32; 300];
+        for (k, l) in logits[100..110].iter_mut().enumerate() {
+            *l = 5.0 - k as f32 * 0.1;
+        }
+        let draws = |top_p: f32| {
+            let mut s = Sampler::new(1.0, top_p, 11);
+            (0..400)
+                .map(|_| s.sample(&logits).unwrap())
+                .collect::<std::collections::BTreeSet<u32>>()
+        };
+        // The ten hold about 83% of the mass: a 0.5 cut keeps some of them only, the most
+        // likely first; 0.99 reaches into the tail (past 64 tokens).
+        let half = draws(0.5);
+        assert!(half.iter().all(|&id| (100..107).contains(&id)), "{half:?}");
+        assert!(half.contains(&100));
+        let most = draws(0.99);
+        assert!(most.iter().any(|&id| !(100..110).contains(&id)), "{most:?}");
+        assert!(most.len() > 64, "{}", most.len());
+    }
+
+    #[test]
+    fn draws_follow_the_probabilities() {
+        // Two tokens at 3:1 odds: over 4000 draws the likelier one comes about 3000 times.
+        let logits = [3f32.ln(), 0.0];
+        let mut s = Sampler::new(1.0, 1.0, 5);
+        let first = (0..4000).filter(|_| s.sample(&logits) == Some(0)).count();
+        assert!((2850..3150).contains(&first), "{first}");
     }
 }

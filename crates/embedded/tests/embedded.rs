@@ -272,14 +272,16 @@ async fn chat_model_streams_and_rejects_overlong_prompts() {
     let identity = chat.identity();
     assert_eq!(identity.kind, "embedded");
     assert_eq!(identity.model, "SmolLM2-135M-Instruct.Q4_1");
-    // The weights' digest, the kernels and the prefill chunking: all change the logits.
+    // The weights' digest, the kernels and the prefill chunking (all change the logits), and
+    // the sampler (changes the token drawn from them).
     let sha = demorecon_embedded::store::MODEL_SHA256;
     assert_eq!(
         identity.detail,
         format!(
-            "{sha}:{}:chunk{}",
+            "{sha}:{}:chunk{}:{}",
             demorecon_embedded::llama::ENGINE_ID,
-            demorecon_embedded::scheduler::PREFILL_CHUNK
+            demorecon_embedded::scheduler::PREFILL_CHUNK,
+            demorecon_embedded::sampler::SAMPLER_ID
         )
     );
     assert_eq!(
