@@ -250,6 +250,7 @@ fn aggregate(
                 "threads": args.threads.map_or_else(|| "auto".to_string(), |n| n.to_string()),
                 "mean_threads": (after.engine_threads - before.engine_threads) as f64
                     / (after.engine_calls - before.engine_calls).max(1) as f64,
+                "engine_share": (after.engine_micros - before.engine_micros) as f64 / 1e6 / wall,
                 "concurrency": n, "completion_tokens": tokens, "wall_s": wall,
                 "tok_s": tokens as f64 / wall,
                 "mean_batch": if steps > 0 { rows as f64 / steps as f64 } else { 0.0 },

@@ -80,6 +80,8 @@ pub struct Counters {
     /// Engine calls (prefill chunks and decode batches), and the threads they ran on, summed.
     pub engine_calls: AtomicU64,
     pub engine_threads: AtomicU64,
+    /// Wall time spent inside engine calls, in microseconds.
+    pub engine_micros: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -91,6 +93,7 @@ pub struct Stats {
     pub decode_rows: u64,
     pub engine_calls: u64,
     pub engine_threads: u64,
+    pub engine_micros: u64,
 }
 
 impl Counters {
@@ -102,6 +105,7 @@ impl Counters {
             decode_rows: self.decode_rows.load(Ordering::Relaxed),
             engine_calls: self.engine_calls.load(Ordering::Relaxed),
             engine_threads: self.engine_threads.load(Ordering::Relaxed),
+            engine_micros: self.engine_micros.load(Ordering::Relaxed),
         }
     }
 }
@@ -231,7 +235,11 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         self.backend.set_threads(threads);
         let start = std::time::Instant::now();
         let out = run(&mut *self.backend)?;
-        self.governor.record(start.elapsed(), tokens);
+        let elapsed = start.elapsed();
+        self.governor.record(elapsed, tokens);
+        self.counters
+            .engine_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         self.counters.engine_calls.fetch_add(1, Ordering::Relaxed);
         self.counters
             .engine_threads
