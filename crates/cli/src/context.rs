@@ -204,6 +204,14 @@ impl Context {
             return;
         }
         eprintln!("cache: {} hits, {} misses", counts.hits, counts.misses);
+        let embedded = self.embedded.lock().unwrap_or_else(|p| p.into_inner());
+        for chat in embedded.values() {
+            let stats = chat.stats();
+            if stats.engine_calls > 0 {
+                eprintln!("embedded {}: {stats}", chat.name());
+            }
+        }
+        drop(embedded);
         for (role, models) in &ledger.by_role {
             for (model, t) in models {
                 eprintln!(

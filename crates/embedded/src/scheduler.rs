@@ -110,6 +110,28 @@ impl Counters {
     }
 }
 
+/// One line for a command's closing summary: prompt tokens and the prefix cache's share,
+/// decode batching, and the engine's threads and busy time.
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let prompt = self.prompt_tokens_reused + self.prompt_tokens_computed;
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        write!(
+            f,
+            "{prompt} prompt tokens, {} from the prefix cache ({:.0}%); {} tokens decoded in {} \
+             steps (mean batch {:.1}); {} engine calls on {:.2} threads on average, {:.1} s busy",
+            self.prompt_tokens_reused,
+            100.0 * ratio(self.prompt_tokens_reused, prompt),
+            self.decode_rows,
+            self.decode_steps,
+            ratio(self.decode_rows, self.decode_steps),
+            self.engine_calls,
+            ratio(self.engine_threads, self.engine_calls),
+            self.engine_micros as f64 / 1e6,
+        )
+    }
+}
+
 enum Phase {
     /// Tokens `0..done` of the prompt are in the KV cache.
     Prefill { done: usize },

@@ -412,7 +412,9 @@ impl OpenAiChat {
         if !(200..300).contains(&status) {
             let body = resp.text().await.unwrap_or_default();
             let lower = body.to_ascii_lowercase();
-            if matches!(status, 400 | 422)
+            // 400/422 are the usual refusals; llama-cpp-python's server answers a
+            // `json_schema` format its request validation rejects with a 500 naming the field.
+            if matches!(status, 400 | 422 | 500)
                 && !matches!(req.response_format, ResponseFormat::Text)
                 && format != FormatLevel::PromptOnly
                 && (lower.contains("response_format") || lower.contains("json_schema"))

@@ -185,6 +185,22 @@ async fn a_failing_replica_is_routed_around() {
 }
 
 #[tokio::test]
+async fn a_500_naming_response_format_degrades_it_without_retrying() {
+    let server = FaultServer::start_with(vec![], |_, _| Fault::RejectJsonSchemaWith500).await;
+    let chat = OpenAiChat::new(endpoint(vec![server.base_url()])).unwrap();
+    let mut req = ask("give json");
+    req.response_format = ResponseFormat::JsonSchema {
+        name: "a".into(),
+        schema: json!({"type": "object"}),
+    };
+    chat.chat(&req, None).await.unwrap();
+    let log = server.log();
+    assert_eq!(log.len(), 2, "one refusal, then json_object: {log:?}");
+    assert_eq!(log[0].body["response_format"]["type"], "json_schema");
+    assert_eq!(log[1].body["response_format"]["type"], "json_object");
+}
+
+#[tokio::test]
 async fn response_format_degrades_when_refused() {
     let server = FaultServer::start_with(vec![], |b, _| {
         if b.get("response_format").is_some() {

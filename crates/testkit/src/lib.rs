@@ -47,6 +47,9 @@ pub enum Fault {
     Truncated,
     /// 400 complaining about `response_format`, as servers without structured output do.
     RefuseResponseFormat,
+    /// 500 naming `response_format` for a `json_schema` format (`json_object` is served), as
+    /// llama-cpp-python's server answers a request its schema validation rejects.
+    RejectJsonSchemaWith500,
 }
 
 /// One request as the server saw it.
@@ -282,6 +285,16 @@ fn act(fault: Fault, body: &Value, streaming: bool) -> Response {
         )
             .into_response(),
         Fault::RefuseResponseFormat => act(Fault::Reply(echo_reply(body)), body, streaming),
+        Fault::RejectJsonSchemaWith500 if body["response_format"]["type"] == "json_schema" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(
+                json!({"error": {"message": "1 validation error: {'type': 'literal_error', \
+                'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or \
+                'json_object'\", 'input': 'json_schema'}", "type": "internal_server_error"}}),
+            ),
+        )
+            .into_response(),
+        Fault::RejectJsonSchemaWith500 => act(Fault::Reply(echo_reply(body)), body, streaming),
     }
 }
 
