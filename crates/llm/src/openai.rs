@@ -68,6 +68,9 @@ impl Default for EndpointConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum FormatLevel {
     JsonSchema,
+    /// `json_object` carrying the schema (`{"type": "json_object", "schema": …}`), which
+    /// llama-cpp-python's server enforces with a grammar while it refuses `json_schema`.
+    JsonObjectSchema,
     JsonObject,
     PromptOnly,
 }
@@ -177,7 +180,8 @@ impl Endpoint {
         let mut st = lock(&self.state);
         if st.format == from {
             st.format = match from {
-                FormatLevel::JsonSchema => FormatLevel::JsonObject,
+                FormatLevel::JsonSchema => FormatLevel::JsonObjectSchema,
+                FormatLevel::JsonObjectSchema => FormatLevel::JsonObject,
                 _ => FormatLevel::PromptOnly,
             };
             tracing::warn!(endpoint = %self.base_url, to = ?st.format, "server refused response_format; degrading");
@@ -342,9 +346,13 @@ impl OpenAiChat {
             }
             (ResponseFormat::JsonSchema { schema, .. }, level) => {
                 add_schema_instruction(&mut messages, Some(schema));
-                if level == FormatLevel::JsonObject {
-                    response_format = json!({"type": "json_object"});
-                }
+                response_format = match level {
+                    FormatLevel::JsonObjectSchema => {
+                        json!({"type": "json_object", "schema": schema})
+                    }
+                    FormatLevel::JsonObject => json!({"type": "json_object"}),
+                    _ => Value::Null,
+                };
             }
             (ResponseFormat::JsonObject, FormatLevel::PromptOnly) => {
                 add_schema_instruction(&mut messages, None);
@@ -814,8 +822,11 @@ mod tests {
         };
         let full = chat.build_body(&req, FormatLevel::JsonSchema, false);
         assert_eq!(full["response_format"]["type"], "json_schema");
+        let with_schema = chat.build_body(&req, FormatLevel::JsonObjectSchema, false);
+        assert_eq!(with_schema["response_format"]["type"], "json_object");
+        assert_eq!(with_schema["response_format"]["schema"]["type"], "object");
         let obj = chat.build_body(&req, FormatLevel::JsonObject, false);
-        assert_eq!(obj["response_format"]["type"], "json_object");
+        assert_eq!(obj["response_format"], json!({"type": "json_object"}));
         assert!(
             obj["messages"][0]["content"]
                 .as_str()

@@ -197,7 +197,11 @@ async fn a_500_naming_response_format_degrades_it_without_retrying() {
     let log = server.log();
     assert_eq!(log.len(), 2, "one refusal, then json_object: {log:?}");
     assert_eq!(log[0].body["response_format"]["type"], "json_schema");
-    assert_eq!(log[1].body["response_format"]["type"], "json_object");
+    // The schema travels inside json_object, where llama-cpp-python enforces it.
+    assert_eq!(
+        log[1].body["response_format"],
+        json!({"type": "json_object", "schema": {"type": "object"}})
+    );
 }
 
 #[tokio::test]
@@ -218,19 +222,26 @@ async fn response_format_degrades_when_refused() {
     };
     assert_eq!(chat.chat(&req, None).await.unwrap().text, "{\"a\": 1}");
     let log = server.log();
-    assert_eq!(log.len(), 3);
+    assert_eq!(log.len(), 4);
     assert_eq!(log[0].body["response_format"]["type"], "json_schema");
-    assert_eq!(log[1].body["response_format"]["type"], "json_object");
-    assert!(log[2].body.get("response_format").is_none());
+    assert_eq!(
+        log[1].body["response_format"]["schema"],
+        json!({"type": "object"})
+    );
+    assert_eq!(
+        log[2].body["response_format"],
+        json!({"type": "json_object"})
+    );
+    assert!(log[3].body.get("response_format").is_none());
     assert!(
-        log[2].body["messages"][0]["content"]
+        log[3].body["messages"][0]["content"]
             .as_str()
             .unwrap()
             .contains("JSON schema")
     );
     // The endpoint remembers: the next structured request goes straight to prompt-only.
     chat.chat(&req, None).await.unwrap();
-    assert_eq!(server.requests(), 4);
+    assert_eq!(server.requests(), 5);
 }
 
 #[tokio::test]
