@@ -8,10 +8,10 @@
 # Usage: scripts/bench-main-job.sh
 # Knobs (environment): SEEDS (examples/seeds.jsonl), MAX_TOKENS (160, as in the README),
 #   THREADS (all cores), SLOTS (4: requests demorecon keeps in flight to the server),
-#   SKIP_SERVER=1 (ours only), LLAMA_CPP_PYTHON (pip requirement, default llama-cpp-python),
+#   SKIP_SERVER=1 (ours only), SKIP_EMBEDDED=1 (the server run only), LLAMA_CPP_PYTHON (pip requirement, default llama-cpp-python),
 #   BENCH_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/demorecon-bench: the llama-cpp-python
 #   venv that scripts/bench-embedded.sh builds from source is reused).
-# Outputs: target/bench-main-job/ (run folders, caches, logs).
+# Outputs: OUT_DIR (default target/bench-main-job/: run folders, caches, logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +21,7 @@ THREADS=${THREADS:-$(nproc)}
 SLOTS=${SLOTS:-4}
 LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-llama-cpp-python}
 BENCH_CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/demorecon-bench}
-out=target/bench-main-job
+out=${OUT_DIR:-target/bench-main-job}
 rm -rf "$out"
 mkdir -p "$out"
 
@@ -50,10 +50,12 @@ measure() {
   echo "$name $wall $((rss / 1024)) ${calls:-0}" >>"$out/results.txt"
 }
 
-echo "== demorecon run, every role embedded" >&2
-RAYON_NUM_THREADS=$THREADS measure embedded \
-  "$bin" --cache "$out/embedded.sqlite" run "$SEEDS" -o "$out/embedded" --response-max-tokens "$MAX_TOKENS"
-grep -E 'prefix' "$out/embedded.log" | tail -n 3 || true
+if [[ "${SKIP_EMBEDDED:-0}" != 1 ]]; then
+  echo "== demorecon run, every role embedded" >&2
+  RAYON_NUM_THREADS=$THREADS measure embedded \
+    "$bin" --cache "$out/embedded.sqlite" run "$SEEDS" -o "$out/embedded" --response-max-tokens "$MAX_TOKENS"
+  grep -E 'prefix cache' "$out/embedded.log" | tail -n 1 || true
+fi
 
 if [[ "${SKIP_SERVER:-0}" != 1 ]]; then
   venv="$BENCH_CACHE/venv"
@@ -82,5 +84,5 @@ fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 awk 'BEGIN { printf "%-34s %9s %7s %9s %13s\n", "main job (" ENVIRON["SEEDS"] ")", "wall s", "calls", "calls/s", "peak RSS MiB" }
      { wall[$1] = $2; printf "%-34s %9.1f %7d %9.2f %13d\n", ($1 == "embedded" ? "demorecon, embedded engine" : "demorecon -> llama-cpp-python server"), $2, $4, ($2 > 0 ? $4 / $2 : 0), $3 }
-     END { if (wall["server"] > 0) printf "wall-time ratio (server / embedded): %.2fx\n", wall["server"] / wall["embedded"] }' \
+     END { if (wall["server"] > 0 && wall["embedded"] > 0) printf "wall-time ratio (server / embedded): %.2fx\n", wall["server"] / wall["embedded"] }' \
   SEEDS="$SEEDS" "$out/results.txt"

@@ -214,7 +214,8 @@ enum AttemptError {
     /// Cool the endpoint for this long, then retry.
     RateLimited(Duration, LlmError),
     /// The server refused this response_format; degrade and retry at once.
-    FormatRefused,
+    /// The server refused `response_format` at this level.
+    FormatRefused(FormatLevel),
     /// Retry with backoff (5xx, timeout, connection, malformed body).
     Transient(LlmError),
     /// Give up.
@@ -427,7 +428,7 @@ impl OpenAiChat {
                 && format != FormatLevel::PromptOnly
                 && (lower.contains("response_format") || lower.contains("json_schema"))
             {
-                return Err(AttemptError::FormatRefused);
+                return Err(AttemptError::FormatRefused(format));
             }
             let err = LlmError::Http {
                 endpoint,
@@ -748,8 +749,10 @@ impl ChatModel for OpenAiChat {
                     }
                     return Ok(resp);
                 }
-                Err(AttemptError::FormatRefused) => {
-                    ep.degrade_format(ep.format());
+                Err(AttemptError::FormatRefused(refused)) => {
+                    // The level this attempt used: concurrent refusals of one level step the
+                    // endpoint down once, not once each.
+                    ep.degrade_format(refused);
                     continue;
                 }
                 Err(AttemptError::Fatal(err)) => return Err(err),

@@ -205,6 +205,28 @@ async fn a_500_naming_response_format_degrades_it_without_retrying() {
 }
 
 #[tokio::test]
+async fn concurrent_refusals_of_one_format_step_down_once() {
+    let server = FaultServer::start_with(vec![], |_, _| Fault::RejectJsonSchemaWith500).await;
+    let chat = OpenAiChat::new(endpoint(vec![server.base_url()])).unwrap();
+    let mut req = ask("give json");
+    req.response_format = ResponseFormat::JsonSchema {
+        name: "a".into(),
+        schema: json!({"type": "object"}),
+    };
+    let calls = (0..4).map(|_| chat.chat(&req, None));
+    for answer in futures::future::join_all(calls).await {
+        answer.unwrap();
+    }
+    for r in server.log() {
+        let format = &r.body["response_format"];
+        assert!(
+            format["type"] == "json_schema" || format["schema"] == json!({"type": "object"}),
+            "stepped past json_object with the schema: {format}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn response_format_degrades_when_refused() {
     let server = FaultServer::start_with(vec![], |b, _| {
         if b.get("response_format").is_some() {
