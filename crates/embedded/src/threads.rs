@@ -224,10 +224,20 @@ mod tests {
         assert_eq!(Governor::fixed(3).choices(), &[3]);
     }
 
+    /// Seconds per token on idle cores: two threads are faster.
+    fn idle(threads: usize) -> f64 {
+        if threads == 2 { 0.007 } else { 0.010 }
+    }
+
+    /// With another process on one of the two cores: two spinning threads collapse.
+    fn busy(threads: usize) -> f64 {
+        if threads == 2 { 0.100 } else { 0.018 }
+    }
+
     #[test]
     fn settles_on_the_faster_count_on_idle_cores() {
         let mut g = Governor::adaptive(2);
-        let used = simulate(&mut g, 500, |t| if t == 2 { 0.007 } else { 0.010 });
+        let used = simulate(&mut g, 500, idle);
         assert_eq!(g.current(Call::Decode { rows: 16 }), 2);
         assert!(used[&2] > 450, "{used:?}");
     }
@@ -235,14 +245,13 @@ mod tests {
     #[test]
     fn drops_to_one_thread_when_the_cores_get_busy_and_probes_rarely_after() {
         let mut g = Governor::adaptive(2);
-        simulate(&mut g, 200, |t| if t == 2 { 0.007 } else { 0.010 });
-        // Another process takes a core: two spinning threads collapse.
-        let used = simulate(&mut g, 2000, |t| if t == 2 { 0.100 } else { 0.018 });
+        simulate(&mut g, 200, idle);
+        let used = simulate(&mut g, 2000, busy);
         assert_eq!(g.current(Call::Decode { rows: 16 }), 1);
         // One slow call switches back, then probes back off: a handful over 2000 calls.
         assert!(used.get(&2).copied().unwrap_or(0) <= 12, "{used:?}");
         // The load goes away: a later probe finds two threads faster again.
-        let used = simulate(&mut g, 1500, |t| if t == 2 { 0.007 } else { 0.010 });
+        let used = simulate(&mut g, 1500, idle);
         assert_eq!(g.current(Call::Decode { rows: 16 }), 2);
         assert!(used[&2] > 900, "{used:?}");
     }

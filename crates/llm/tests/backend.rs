@@ -26,6 +26,16 @@ fn ask(text: &str) -> ChatRequest {
     ChatRequest::new(vec![Message::user(text)])
 }
 
+/// A request for JSON matching `{"type": "object"}`.
+fn ask_for_schema() -> ChatRequest {
+    let mut req = ask("give json");
+    req.response_format = ResponseFormat::JsonSchema {
+        name: "a".into(),
+        schema: json!({"type": "object"}),
+    };
+    req
+}
+
 /// Sends `n` distinct requests at once and waits for all of them to succeed.
 async fn ask_concurrently(chat: OpenAiChat, n: usize) {
     let chat = Arc::new(chat);
@@ -188,11 +198,7 @@ async fn a_failing_replica_is_routed_around() {
 async fn a_500_naming_response_format_degrades_it_without_retrying() {
     let server = FaultServer::start_with(vec![], |_, _| Fault::RejectJsonSchemaWith500).await;
     let chat = OpenAiChat::new(endpoint(vec![server.base_url()])).unwrap();
-    let mut req = ask("give json");
-    req.response_format = ResponseFormat::JsonSchema {
-        name: "a".into(),
-        schema: json!({"type": "object"}),
-    };
+    let req = ask_for_schema();
     chat.chat(&req, None).await.unwrap();
     let log = server.log();
     assert_eq!(log.len(), 2, "one refusal, then json_object: {log:?}");
@@ -208,11 +214,7 @@ async fn a_500_naming_response_format_degrades_it_without_retrying() {
 async fn concurrent_refusals_of_one_format_step_down_once() {
     let server = FaultServer::start_with(vec![], |_, _| Fault::RejectJsonSchemaWith500).await;
     let chat = OpenAiChat::new(endpoint(vec![server.base_url()])).unwrap();
-    let mut req = ask("give json");
-    req.response_format = ResponseFormat::JsonSchema {
-        name: "a".into(),
-        schema: json!({"type": "object"}),
-    };
+    let req = ask_for_schema();
     let calls = (0..4).map(|_| chat.chat(&req, None));
     for answer in futures::future::join_all(calls).await {
         answer.unwrap();
@@ -237,11 +239,7 @@ async fn response_format_degrades_when_refused() {
     })
     .await;
     let chat = OpenAiChat::new(endpoint(vec![server.base_url()])).unwrap();
-    let mut req = ask("give json");
-    req.response_format = ResponseFormat::JsonSchema {
-        name: "a".into(),
-        schema: json!({"type": "object"}),
-    };
+    let req = ask_for_schema();
     assert_eq!(chat.chat(&req, None).await.unwrap().text, "{\"a\": 1}");
     let log = server.log();
     assert_eq!(log.len(), 4);
