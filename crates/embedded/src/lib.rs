@@ -4,7 +4,8 @@
 //! - [`EmbeddedChat`] loads a GGUF and answers [`demorecon_llm::ChatModel`] requests;
 //!   concurrent requests share one engine thread that decodes them together
 //!   ([`scheduler`]: continuous batching, prompt-prefix reuse, determinism rules).
-//! - [`backend`] is the seam to the inference engine; [`llama`] implements it on llama.cpp.
+//! - [`backend`] is the seam to the inference engine; [`llama`] implements it on llama.cpp;
+//!   [`threads`] picks each call's thread count by measurement.
 //! - Prompts are rendered with the GGUF's chat template and tokenized by our own tokenizer
 //!   ([`prompt`], over `demorecon-gguf`); tokens are drawn by a seeded sampler ([`sampler`]);
 //!   JSON output is held to a schema by `llguidance` ([`constrain`]); stop strings and
