@@ -6,9 +6,10 @@
 # of 1, 4, 8, 16 and 32 sequences, on the GPU and, for the same run's reference, on the CPU.
 # Prints the GPU, the CPU and its vector extensions first.
 #
-# It needs cmake, a C++ compiler and the CUDA toolkit (nvcc), not cargo: the crate's `cuda`
-# feature builds the same backend into the binary (`cargo build --release --features cuda`),
-# which this script also tries where cargo is installed.
+# It needs cmake, a C++ compiler and the CUDA toolkit (nvcc), not cargo, so it runs on GPU
+# machines without a Rust toolchain. The crate's `cuda` feature builds the same backend into the
+# binary (`cargo build --release --features cuda`) where both are installed; this script does
+# not build it.
 #
 # Usage: scripts/bench-cuda.sh [build|bench|all]   (default all)
 # Knobs (environment): LLAMA_SRC (default: llama.cpp inside llama-cpp-sys-2's crate source in
