@@ -34,6 +34,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Prefill chunk length: chunk boundaries, and so the prefix lengths that can be reused, are
@@ -130,6 +131,12 @@ impl std::fmt::Display for Stats {
             self.engine_micros as f64 / 1e6,
         )
     }
+}
+
+/// When an engine call started, and on how many threads.
+struct CallStart {
+    threads: usize,
+    at: Instant,
 }
 
 enum Phase {
@@ -245,19 +252,20 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         }
     }
 
-    /// Runs one engine call of kind `call` over `tokens` tokens on the thread count the
-    /// governor picks, and tells it how long the call took.
-    fn timed<T>(
-        &mut self,
-        call: Call,
-        tokens: usize,
-        run: impl FnOnce(&mut B) -> Result<T, BackendError>,
-    ) -> Result<T, BackendError> {
+    /// Sets the backend's threads for the next engine call, of kind `call`, as the governor
+    /// picks; hand the result to [`Self::call_done`] when the call succeeded.
+    fn call_start(&mut self, call: Call) -> CallStart {
         let threads = self.governor.pick(call);
         self.backend.set_threads(threads);
-        let start = std::time::Instant::now();
-        let out = run(&mut *self.backend)?;
-        let elapsed = start.elapsed();
+        CallStart {
+            threads,
+            at: Instant::now(),
+        }
+    }
+
+    /// Tells the governor and the counters how long the call over `tokens` tokens took.
+    fn call_done(&mut self, start: CallStart, tokens: usize) {
+        let elapsed = start.at.elapsed();
         self.governor.record(elapsed, tokens);
         self.counters
             .engine_micros
@@ -265,8 +273,7 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         self.counters.engine_calls.fetch_add(1, Ordering::Relaxed);
         self.counters
             .engine_threads
-            .fetch_add(threads as u64, Ordering::Relaxed);
-        Ok(out)
+            .fetch_add(start.threads as u64, Ordering::Relaxed);
     }
 
     /// Puts `job` in `slot`. Its prefix is looked up when its prefill starts, not now: in a
@@ -447,13 +454,11 @@ impl<'a, B: Backend> Scheduler<'a, B> {
             self.logits.push(Vec::new());
         }
         let slot = seq.slot;
-        let mut logits = std::mem::take(&mut self.logits[0]);
-        let chunk = seq.job.prompt[done..end].to_vec();
-        let ran = self.timed(Call::Prefill, chunk.len(), |b| {
-            b.prefill(slot, done, &chunk, last.then_some(&mut logits))
-        });
-        self.logits[0] = logits;
-        ran?;
+        let start = self.call_start(Call::Prefill);
+        let logits = last.then_some(&mut self.logits[0]);
+        self.backend
+            .prefill(slot, done, &self.active[i].job.prompt[done..end], logits)?;
+        self.call_done(start, end - done);
         self.counters
             .prompt_tokens_computed
             .fetch_add((end - done) as u64, Ordering::Relaxed);
@@ -493,19 +498,13 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         if self.logits.len() < rows.len() {
             self.logits.resize_with(rows.len(), Vec::new);
         }
-        let mut logits = std::mem::take(&mut self.logits);
-        for (start, part) in rows.chunks(per_call).enumerate() {
-            let at = start * per_call;
-            let out = &mut logits[at..at + part.len()];
-            let ran = self.timed(Call::Decode { rows: part.len() }, part.len(), |b| {
-                b.decode(part, out)
-            });
-            if let Err(e) = ran {
-                self.logits = logits;
-                return Err(e);
-            }
+        for (k, part) in rows.chunks(per_call).enumerate() {
+            let at = k * per_call;
+            let start = self.call_start(Call::Decode { rows: part.len() });
+            self.backend
+                .decode(part, &mut self.logits[at..at + part.len()])?;
+            self.call_done(start, part.len());
         }
-        self.logits = logits;
         self.counters.decode_steps.fetch_add(1, Ordering::Relaxed);
         self.counters
             .decode_rows

@@ -120,10 +120,9 @@ impl Governor {
             class.probing = (unmeasured != class.current).then_some(unmeasured);
             unmeasured
         } else if class.arms.len() > 1 && class.until_probe == 0 {
-            let others: Vec<usize> = (0..class.arms.len())
-                .filter(|&a| a != class.current)
-                .collect();
-            let arm = others[class.next_probe % others.len()];
+            // Round robin over the arms other than the current one.
+            let n = class.arms.len();
+            let arm = (class.current + 1 + class.next_probe % (n - 1)) % n;
             class.next_probe = class.next_probe.wrapping_add(1);
             class.probing = Some(arm);
             arm
