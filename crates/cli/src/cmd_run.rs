@@ -14,6 +14,7 @@ use demorecon_data::SeedFormat;
 use demorecon_pipeline::build::{BuildOptions, BuildReport};
 use demorecon_pipeline::manifest::{Invocation, closing_table};
 use demorecon_pipeline::run_folder::{self, RunFolder, SeedSource};
+use demorecon_pipeline::verifiable::VariantKinds;
 use demorecon_pipeline::{GRAPH, Models, Options, PromptSet, Shard, ShardSpec, Stage, shard};
 
 use crate::context::{Context, RoleName};
@@ -32,6 +33,14 @@ pub struct SeedArgs {
     /// Set unreadable seed records aside in quarantine.jsonl instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_seeds: bool,
+}
+
+/// `--variant-kinds`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindsArg {
+    Free,
+    Verifiable,
+    Both,
 }
 
 /// Options of the stages.
@@ -53,6 +62,18 @@ pub struct StageArgs {
     /// Sampling temperature of responses (seeded per record).
     #[arg(long, default_value_t = 0.7, value_name = "T")]
     pub response_temperature: f32,
+    /// Which variants to make per sub-instruction: `free` (the paper's: the generator edits
+    /// the seed, the judge verifies), `verifiable` (a code-checkable constraint, IFEval's
+    /// instruction types, responses rejection-sampled) or `both`.
+    #[arg(long, value_enum, default_value_t = KindsArg::Free, value_name = "KINDS")]
+    pub variant_kinds: KindsArg,
+    /// Most responses drawn per verifiable variant and kind (A, R): the first that passes its
+    /// check is kept.
+    #[arg(long, default_value_t = 4, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub samples: u32,
+    /// Sampling temperature of those draws (each has its own seed).
+    #[arg(long, default_value_t = 0.8, value_name = "T")]
+    pub sample_temperature: f32,
     /// Seeds in flight at once (the backends' own limits pace the calls).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub jobs: usize,
@@ -203,6 +224,8 @@ impl From<&BuildArgs> for BuildOptions {
             keep_unverified: a.keep_unverified,
             eval_seeds: a.eval_seeds,
             split_seed: a.split_seed,
+            // Set from the run's identity when the folder publishes.
+            variant_kinds: Default::default(),
             shard: None,
         }
     }
@@ -293,6 +316,13 @@ async fn execute(
         max_edit_ratio: args.max_edit_ratio,
         response_max_tokens: args.response_max_tokens,
         response_temperature: args.response_temperature,
+        variant_kinds: match args.variant_kinds {
+            KindsArg::Free => VariantKinds::Free,
+            KindsArg::Verifiable => VariantKinds::Verifiable,
+            KindsArg::Both => VariantKinds::Both,
+        },
+        samples: args.samples,
+        sample_temperature: args.sample_temperature,
         jobs: args.jobs,
         shard,
         progress: true,

@@ -39,6 +39,20 @@ enum Rel {
 }
 
 impl Check {
+    /// The IFEval constraint `id` with `kwargs`, checked with IFEval's exact semantics; named
+    /// by its id and kwargs. Errors name what is wrong with the kwargs.
+    pub fn ifeval(id: &str, kwargs: &serde_json::Value) -> Result<Check, String> {
+        let c = Constraint::from_id(id, kwargs).map_err(|e| e.to_string())?;
+        let name = match kwargs.as_object() {
+            Some(o) if !o.is_empty() => format!("{id} {kwargs}"),
+            _ => id.to_owned(),
+        };
+        Ok(Check {
+            name,
+            kind: Kind::Ifeval(c),
+        })
+    }
+
     pub fn check(&self, response: &str) -> bool {
         match &self.kind {
             Kind::Ifeval(c) => c.check(response),

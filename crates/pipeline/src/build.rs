@@ -28,7 +28,9 @@ use crate::records::{
     CallRecord, Calls, Decomposition, FilterResult, Outcome, Quarantine, ResponseRecord, Variant,
     Verdict,
 };
+use crate::runner::{slot_id, variant_slots};
 use crate::shard::Shard;
+use crate::verifiable::VariantKinds;
 
 /// Every data file of a run folder, relative to it (the manifest and state aside): the seeds,
 /// each step's file ([`crate::graph::step_files`], in graph order), quarantine, then the
@@ -61,6 +63,9 @@ pub struct BuildOptions {
     pub eval_seeds: Option<usize>,
     /// Seed of the held-out choice.
     pub split_seed: u64,
+    /// Which variants the run made (read from the run's identity, not a build flag).
+    #[serde(skip)]
+    pub variant_kinds: VariantKinds,
     #[serde(skip)]
     pub shard: Option<Shard>,
 }
@@ -146,16 +151,20 @@ pub fn seeds_in_scope(state: &RunState, shard: Option<Shard>) -> Result<Vec<Seed
 
 /// Everything the store holds about one seed. Read one seed at a time, so a build's memory
 /// does not grow with the run.
-pub fn load_seed(state: &RunState, seed: Seed) -> Result<SeedView, PipelineError> {
+pub fn load_seed(
+    state: &RunState,
+    seed: Seed,
+    kinds: VariantKinds,
+) -> Result<SeedView, PipelineError> {
     let id = seed.id.clone();
     let decomposition: Option<Outcome<Decomposition>> = read(state, &id, DECOMPOSE)?;
-    let n = decomposition
+    let slots = decomposition
         .as_ref()
         .and_then(Outcome::done)
-        .map_or(0, |d| d.sub_instructions.len());
-    let mut variants = Vec::with_capacity(n);
-    for k in 0..n {
-        let vid = variant_id(&id, k);
+        .map_or_else(Vec::new, |d| variant_slots(kinds, d));
+    let mut variants = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let vid = slot_id(&id, slot);
         variants.push(VariantView {
             variant: read(state, &vid, VARY)?,
             fgiv_a: read(state, &vid, FGIV_A)?,
@@ -317,7 +326,7 @@ pub fn publish(
 
     // Pass 2: counts and files, one seed at a time.
     for seed in seeds {
-        let view = &load_seed(state, seed)?;
+        let view = &load_seed(state, seed, opts.variant_kinds)?;
         counts.add(view);
         let seed_id = view.seed.id.as_str();
         files.add(
@@ -507,14 +516,23 @@ fn eval_rows(view: &SeedView, files: &mut Outputs) -> Result<(), PipelineError> 
         .variants
         .iter()
         .map(|v| {
+            let free = v
+                .variant
+                .as_ref()
+                .and_then(Outcome::done)
+                .is_some_and(|v| v.constraint.is_none());
             v.fgiv_a
                 .as_ref()
                 .and_then(Outcome::done)
+                .filter(|_| free)
                 .map(|r| r.text.as_str())
         })
         .collect();
     for (i, v) in view.variants.iter().enumerate() {
-        let Some(variant) = v.valid() else { continue };
+        // FGIV-Eval is the paper's free-form variants; verifiable ones only train.
+        let Some(variant) = v.valid().filter(|v| v.constraint.is_none()) else {
+            continue;
+        };
         let mut sub_instructions = subs.clone();
         if let Some(s) = sub_instructions.get_mut(variant.k) {
             s.clone_from(&variant.modified_sub_instruction);

@@ -8,7 +8,8 @@
 //! streams every seed through the stages concurrently and records each finished unit in the
 //! run's state store at once, which is what makes a killed run resume without repeating a
 //! call. [`build`] turns the store into the data files (in input order, so outputs are
-//! byte-stable) and [`manifest`] counts what happened.
+//! byte-stable) and [`manifest`] counts what happened. [`verifiable`] makes the variants whose
+//! modified requirement code decides (`--variant-kinds`); `respond` rejection-samples them.
 //!
 //! [`graph`] declares the stages and steps once (unit, role, prompt, record, file); everything
 //! above reads it. [`run_folder`] is a run folder's lifecycle — ingest, identity checks,
@@ -27,6 +28,7 @@ pub mod run_folder;
 pub mod runner;
 pub mod shard;
 pub mod vary;
+pub mod verifiable;
 pub mod verify;
 
 pub use demorecon_judge::PromptSet;

@@ -47,6 +47,62 @@ pub struct Counts {
     pub fgiv_eval_seeds: usize,
     /// Quarantined units by `stage/kind`.
     pub quarantined_by_reason: BTreeMap<String, usize>,
+    /// Verifiable variants by constraint family (IFEval instruction id): the data's yield.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub verifiable: BTreeMap<String, FamilyYield>,
+}
+
+/// What one constraint family of verifiable variants gave.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FamilyYield {
+    /// Valid variants of this family.
+    pub variants: usize,
+    /// Variants verified so far, and those whose seed response fails the check (a hard
+    /// negative needs it to fail).
+    pub verified: usize,
+    pub seed_response_fails: usize,
+    pub fgiv_a: SampleYield,
+    pub fgiv_r: SampleYield,
+}
+
+/// Rejection sampling of one response kind within a family.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SampleYield {
+    /// Rejection-sampled responses (one per variant).
+    pub responses: usize,
+    /// Responses where some sample passed.
+    pub passed: usize,
+    /// Samples drawn in all, and samples that passed the check.
+    pub samples: usize,
+    pub samples_passed: usize,
+    /// Sum over passed responses of the samples it took (mean = this / `passed`).
+    pub samples_to_pass: usize,
+    /// Valid training pairs (a passing response and a failing seed response).
+    pub pairs_valid: usize,
+}
+
+impl SampleYield {
+    fn add(&mut self, samples: Option<&crate::records::Samples>) {
+        let Some(s) = samples else { return };
+        self.responses += 1;
+        self.samples += s.passed.len();
+        self.samples_passed += s.passed.iter().filter(|p| **p).count();
+        if let Some(i) = s.kept {
+            self.passed += 1;
+            self.samples_to_pass += i + 1;
+        }
+    }
+
+    /// The rates the manifest reports beside the counts.
+    fn rates(&self) -> Value {
+        let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+        json!({
+            "sample_pass_rate": ratio(self.samples_passed, self.samples),
+            "response_pass_rate": ratio(self.passed, self.responses),
+            "mean_samples_to_pass": ratio(self.samples_to_pass, self.passed),
+            "pair_yield": ratio(self.pairs_valid, self.responses),
+        })
+    }
 }
 
 impl Counts {
@@ -128,6 +184,23 @@ impl Counts {
                         self.quarantined(stage, &q.kind);
                     }
                     None => {}
+                }
+            }
+            if let Some(spec) = x.valid().and_then(|v| v.constraint.as_ref()) {
+                let y = self.verifiable.entry(spec.id.clone()).or_default();
+                y.variants += 1;
+                let done = |o: &Option<Outcome<crate::records::ResponseRecord>>| {
+                    o.as_ref()
+                        .and_then(Outcome::done)
+                        .and_then(|r| r.samples.clone())
+                };
+                y.fgiv_a.add(done(&x.fgiv_a).as_ref());
+                y.fgiv_r.add(done(&x.fgiv_r).as_ref());
+                if let Some(Outcome::Done(d)) = &x.verdict {
+                    y.verified += 1;
+                    y.seed_response_fails += usize::from(!d.seed_response.satisfied);
+                    y.fgiv_a.pairs_valid += usize::from(d.pair_valid_a);
+                    y.fgiv_r.pairs_valid += usize::from(d.pair_valid_r);
                 }
             }
             match &x.verdict {
@@ -224,6 +297,7 @@ pub fn document(
         "prompts": facts.identity.get("prompts"),
         "models": facts.identity.get("models"),
         "counts": report.counts,
+        "verifiable_yield": verifiable_yield(&report.counts),
         "usage_by_stage": usage,
         "cost_usd": cost,
         "files": report.files,
@@ -233,6 +307,45 @@ pub fn document(
             "seconds": invocation.started.map(|s| s.elapsed().as_secs_f64()),
         },
     })
+}
+
+/// Per constraint family, and over all of them: counts with their rates (sample pass rate,
+/// response pass rate, mean samples to a pass, pair yield, seed responses that fail).
+fn verifiable_yield(c: &Counts) -> Value {
+    if c.verifiable.is_empty() {
+        return Value::Null;
+    }
+    let mut total = FamilyYield::default();
+    let mut families = serde_json::Map::new();
+    let row = |y: &FamilyYield| {
+        json!({
+            "variants": y.variants,
+            "verified": y.verified,
+            "seed_response_fails": y.seed_response_fails,
+            "seed_response_fail_rate": (y.verified > 0)
+                .then(|| y.seed_response_fails as f64 / y.verified as f64),
+            "fgiv_a": {"counts": y.fgiv_a, "rates": y.fgiv_a.rates()},
+            "fgiv_r": {"counts": y.fgiv_r, "rates": y.fgiv_r.rates()},
+        })
+    };
+    for (family, y) in &c.verifiable {
+        families.insert(family.clone(), row(y));
+        total.variants += y.variants;
+        total.verified += y.verified;
+        total.seed_response_fails += y.seed_response_fails;
+        for (t, f) in [
+            (&mut total.fgiv_a, &y.fgiv_a),
+            (&mut total.fgiv_r, &y.fgiv_r),
+        ] {
+            t.responses += f.responses;
+            t.passed += f.passed;
+            t.samples += f.samples;
+            t.samples_passed += f.samples_passed;
+            t.samples_to_pass += f.samples_to_pass;
+            t.pairs_valid += f.pairs_valid;
+        }
+    }
+    json!({"all": row(&total), "families": families})
 }
 
 /// Calls, tokens and cost per step and model, and the total cost.
@@ -302,6 +415,24 @@ pub fn closing_table(report: &BuildReport, cache: Option<(u64, u64)>) -> String 
         format!("{} / {}", c.pairs_valid_fgiv_a, c.pairs_valid_fgiv_r),
     );
     line("FGIV-Eval seeds", format!("{}", c.fgiv_eval_seeds));
+    for (family, y) in &c.verifiable {
+        line(
+            &format!("verifiable {}", family.rsplit(':').next().unwrap_or(family)),
+            format!(
+                "{} variants; passed A {}/{} ({} samples), R {}/{}; seed fails {}/{}; pairs A/R {}/{}",
+                y.variants,
+                y.fgiv_a.passed,
+                y.fgiv_a.responses,
+                y.fgiv_a.samples,
+                y.fgiv_r.passed,
+                y.fgiv_r.responses,
+                y.seed_response_fails,
+                y.verified,
+                y.fgiv_a.pairs_valid,
+                y.fgiv_r.pairs_valid
+            ),
+        );
+    }
     for (reason, n) in &c.quarantined_by_reason {
         line(&format!("quarantined {reason}"), format!("{n}"));
     }

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::verifiable::ConstraintSpec;
+
 pub use demorecon_judge::{CallRecord, Judgement};
 
 /// A unit's result: done, or set aside with the reason and the text that failed.
@@ -87,6 +89,8 @@ pub struct Decomposition {
 pub enum EditKind {
     Contradict,
     Parallel,
+    /// A requirement added beside the seed's own (verifiable variants).
+    Add,
 }
 
 /// A seed with one sub-instruction modified.
@@ -110,6 +114,10 @@ pub struct Variant {
     pub edit_ratio: f64,
     /// The edit is past `--max-edit-ratio`: more of a rewrite than a minimal edit.
     pub rewrite_flagged: bool,
+    /// The code-checkable constraint of a verifiable variant (`{seed_id}/c{k}`); none for the
+    /// paper's free-form variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<ConstraintSpec>,
     pub calls: Vec<CallRecord>,
 }
 
@@ -127,7 +135,20 @@ pub struct ResponseRecord {
     pub source: ResponseSource,
     /// `length` when the model ran out of tokens.
     pub finish_reason: String,
+    /// Rejection sampling against a verifiable variant's constraint: what was drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Samples>,
     pub calls: Vec<CallRecord>,
+}
+
+/// The draws of a rejection-sampled response: one verdict of the constraint's check per
+/// sample, in order, stopping at the first that passed. `text` is that sample's, or the
+/// first sample's when none passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Samples {
+    pub passed: Vec<bool>,
+    /// Index of the kept sample, when one passed.
+    pub kept: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

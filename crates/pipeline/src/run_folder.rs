@@ -279,8 +279,14 @@ impl RunFolder {
             None => Vec::new(),
         };
         let shard = self.shard()?;
+        let identity: Value = self
+            .meta(meta::IDENTITY)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
         let opts = BuildOptions {
             shard,
+            variant_kinds: serde_json::from_value(identity["options"]["variant_kinds"].clone())
+                .unwrap_or_default(),
             ..build.clone()
         };
         let report = build::publish(&self.dir, &self.state, &opts, &bad)?;
@@ -293,10 +299,7 @@ impl RunFolder {
             seeds_path: self.meta(meta::SEEDS_PATH)?,
             seeds_digest: self.meta(meta::SEEDS_DIGEST)?,
             shard: shard.map(|s| s.to_string()),
-            identity: self
-                .meta(meta::IDENTITY)?
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or(Value::Null),
+            identity,
         };
         let document = manifest::document(&report, &opts, &facts, invocation);
         let mut text = serde_json::to_string_pretty(&document).expect("manifests serialise");

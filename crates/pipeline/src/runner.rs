@@ -29,6 +29,7 @@ use crate::graph::{
 };
 use crate::records::{Decomposition, Outcome, ResponseRecord, Variant};
 pub use crate::shard::Shard;
+use crate::verifiable::{self, VariantKinds};
 use crate::{decompose, filter, respond, vary, verify};
 use demorecon_judge::PromptSet;
 
@@ -63,6 +64,12 @@ pub struct Options {
     pub max_edit_ratio: f64,
     pub response_max_tokens: u32,
     pub response_temperature: f32,
+    /// Free-form variants (the paper's), verifiable ones, or both.
+    pub variant_kinds: VariantKinds,
+    /// Most draws per verifiable response (rejection sampling).
+    pub samples: u32,
+    /// Temperature of those draws.
+    pub sample_temperature: f32,
     /// Seeds in flight at once (not part of the data's identity).
     #[serde(skip)]
     pub jobs: usize,
@@ -81,6 +88,9 @@ impl Default for Options {
             max_edit_ratio: 0.5,
             response_max_tokens: 384,
             response_temperature: 0.7,
+            variant_kinds: VariantKinds::Free,
+            samples: 4,
+            sample_temperature: 0.8,
             jobs: 32,
             shard: None,
             progress: true,
@@ -239,8 +249,8 @@ impl Cx<'_> {
         if !self.wants(VARY) {
             return Ok(());
         }
-        self.progress
-            .expect(VARY, decomposition.sub_instructions.len() as u64);
+        let ks = variant_slots(self.opts.variant_kinds, decomposition);
+        self.progress.expect(VARY, ks.len() as u64);
         let want_responses = self.wants(SEED_RESPONSE);
         if want_responses {
             self.progress.expect(SEED_RESPONSE, 1);
@@ -256,8 +266,8 @@ impl Cx<'_> {
             }
         };
         let variants = join_all(
-            (0..decomposition.sub_instructions.len())
-                .map(|k| self.vary_and_respond(seed, decomposition, k)),
+            ks.iter()
+                .map(|&(kind, k)| self.vary_and_respond(seed, decomposition, kind, k)),
         );
         let (seed_response, variants) = futures::join!(seed_response, variants);
         let seed_response = seed_response?;
@@ -274,21 +284,40 @@ impl Cx<'_> {
         join_all(tails).await.into_iter().collect()
     }
 
-    /// Vary sub-instruction `k`; for a valid variant, answer it directly (FGIV-A). Returns the
-    /// valid variant and its FGIV-A text, if there is one.
+    /// Vary sub-instruction `k` (a free-form variant, or a verifiable one made by code); for a
+    /// valid variant, answer it directly (FGIV-A). Returns the valid variant and its FGIV-A
+    /// text, if there is one.
     async fn vary_and_respond(
         &self,
         seed: &Seed,
         decomposition: &Decomposition,
+        kind: Kind,
         k: usize,
     ) -> Result<Option<(Variant, Option<String>)>, PipelineError> {
-        let vid = variant_id(&seed.id, k);
-        let variant = self
-            .step(&vid, VARY, vary::run(self, seed, decomposition, k))
-            .await?;
+        let variant = match kind {
+            Kind::Free => {
+                self.step(
+                    &variant_id(&seed.id, k),
+                    VARY,
+                    vary::run(self, seed, decomposition, k),
+                )
+                .await?
+            }
+            Kind::Verifiable => {
+                let made = verifiable::make(
+                    seed,
+                    &decomposition.sub_instructions,
+                    k,
+                    self.opts.max_edit_ratio,
+                );
+                self.step(&made.variant_id.clone(), VARY, async { Ok(made) })
+                    .await?
+            }
+        };
         let Some(variant) = variant.done().filter(|v| v.valid).cloned() else {
             return Ok(None);
         };
+        let vid = variant.variant_id.clone();
         let mut direct = None;
         if self.wants(FGIV_A) {
             self.progress.expect(FGIV_A, 1);
@@ -331,6 +360,35 @@ impl Cx<'_> {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// A variant's kind: the paper's free-form edit, or a code-checkable constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Free,
+    Verifiable,
+}
+
+/// The variants a decomposed seed gets under `kinds`, in the order they are stored and
+/// published: every free one (`/v{k}`), then every verifiable one (`/c{k}`).
+pub fn variant_slots(kinds: VariantKinds, decomposition: &Decomposition) -> Vec<(Kind, usize)> {
+    let n = decomposition.sub_instructions.len();
+    let mut out = Vec::new();
+    if kinds.free() {
+        out.extend((0..n).map(|k| (Kind::Free, k)));
+    }
+    if kinds.verifiable() {
+        out.extend((0..n).map(|k| (Kind::Verifiable, k)));
+    }
+    out
+}
+
+/// The id of a variant slot.
+pub fn slot_id(seed_id: &str, (kind, k): (Kind, usize)) -> String {
+    match kind {
+        Kind::Free => variant_id(seed_id, k),
+        Kind::Verifiable => verifiable::variant_id(seed_id, k),
     }
 }
 

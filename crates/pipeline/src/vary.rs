@@ -238,6 +238,7 @@ pub async fn run(
         reason,
         edit_ratio,
         rewrite_flagged: edit_ratio > cx.opts.max_edit_ratio,
+        constraint: None,
         calls,
     })
 }

@@ -2,7 +2,8 @@
 //! does the seed's response violate it? A pair is valid only if both hold — then the seed's
 //! response is a true hard negative. Each response is judged by
 //! `demorecon_judge::requirement`: code decides when the requirement is code-checkable (counts,
-//! case, commas, keywords, formats, language), the judge model otherwise.
+//! case, commas, keywords, formats, language), the judge model otherwise. A verifiable
+//! variant is always decided by its own constraint's check.
 
 use demorecon_judge::checkable;
 use demorecon_judge::requirement::{Question, by_code, by_judge};
@@ -36,7 +37,18 @@ pub async fn run(
     fgiv_a: Option<&str>,
     fgiv_r: Option<&str>,
 ) -> Result<Verdict, StepFailure> {
-    let checks = checkable::checks_for(&variant.modified_sub_instruction);
+    // A verifiable variant carries its constraint; a free-form one is parsed from its words.
+    let checks = match &variant.constraint {
+        Some(spec) => vec![spec.check().map_err(|reason| {
+            StepFailure::Quarantine(crate::records::Quarantine {
+                kind: "bad_constraint".into(),
+                reason,
+                raw: None,
+                calls: Vec::new(),
+            })
+        })?],
+        None => checkable::checks_for(&variant.modified_sub_instruction),
+    };
     let (method, seed, a, r, calls) = if !checks.is_empty() {
         (
             VerifyMethod::Code,
