@@ -25,7 +25,8 @@ fn last_user(body: &Value) -> String {
 
 /// A model that follows the protocol predictably: keeps seeds unless they say DROP, splits
 /// them into sentences, replaces the first offered span with "CHANGED …", answers with a
-/// hash of the prompt (plus "CHANGED" when the prompt has it), and judges a response
+/// hash of the prompt (plus "CHANGED" when the prompt has it, and the keywords a prompt asks
+/// it to include), and judges a response
 /// satisfied exactly when it contains "CHANGED". So seed responses violate every modified
 /// requirement and variant responses satisfy it: every verified pair is valid.
 pub fn scripted_reply(body: &Value) -> String {
@@ -61,13 +62,17 @@ pub fn scripted_reply(body: &Value) -> String {
             json!({"reason": "scripted", "satisfied": response.contains("CHANGED")}).to_string()
         }
         _ => format!(
-            "Answer {:016x}{}",
+            "Answer {:016x}{}{}",
             fnv1a(user.as_bytes()),
             if user.contains("CHANGED") {
                 " CHANGED"
             } else {
                 ""
-            }
+            },
+            // It follows a keyword requirement (what a verifiable variant may add).
+            user.split_once("Include the keywords ")
+                .map(|(_, rest)| format!(" {}", rest.split(" in your").next().unwrap_or("")))
+                .unwrap_or_default()
         ),
     }
 }
@@ -1015,4 +1020,193 @@ fn embedded_model_filters_decomposes_and_varies_a_seed() {
             assert!(!v["reason"].as_str().unwrap().is_empty(), "{v}");
         }
     }
+}
+
+/// Every verifiable training pair of `run` holds up: its chosen response passes the variant's
+/// constraint and the rejected (seed) response fails it, the sampling record agrees (the kept
+/// draw is the first that passed), and the manifest's yield counts the same pairs. Returns
+/// how many verifiable pairs there were.
+fn check_verifiable_pairs(run: &Path) -> usize {
+    use demorecon_judge::checkable::Check;
+    let variants: BTreeMap<String, Value> = lines(run, "variants.jsonl")
+        .into_iter()
+        .map(|v| (v["variant_id"].as_str().unwrap().to_owned(), v))
+        .collect();
+    let mut pairs = 0;
+    for (file, kind) in [
+        ("datasets/dpo_fgiv_a.jsonl", "fgiv_a"),
+        ("datasets/dpo_fgiv_r.jsonl", "fgiv_r"),
+    ] {
+        for row in lines(run, file) {
+            let vid = row["variant_id"].as_str().unwrap();
+            let Some(spec) = variants[vid].get("constraint") else {
+                continue;
+            };
+            assert!(vid.contains("/c"), "{vid}: a verifiable variant is /c{{k}}");
+            let check = Check::ifeval(spec["id"].as_str().unwrap(), &spec["kwargs"]).unwrap();
+            let chosen = row["chosen"][0]["content"].as_str().unwrap();
+            let rejected = row["rejected"][0]["content"].as_str().unwrap();
+            assert!(check.check(chosen), "{vid} {kind}: chosen fails {spec}");
+            assert!(
+                !check.check(rejected),
+                "{vid} {kind}: rejected passes {spec}"
+            );
+            pairs += 1;
+        }
+        for r in lines(run, "responses.jsonl")
+            .iter()
+            .filter(|r| r["kind"] == kind && r["status"] == "done")
+        {
+            let vid = r["variant_id"].as_str().unwrap();
+            let samples = &r["samples"];
+            if variants[vid].get("constraint").is_none() {
+                assert!(samples.is_null(), "{vid}: a free variant is not sampled");
+                continue;
+            }
+            let passed: Vec<bool> = samples["passed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_bool().unwrap())
+                .collect();
+            match samples["kept"].as_u64() {
+                Some(i) => {
+                    assert_eq!(
+                        passed.len(),
+                        i as usize + 1,
+                        "{vid}: stops at the first pass"
+                    );
+                    assert!(passed[i as usize] && passed[..i as usize].iter().all(|p| !p));
+                }
+                None => assert!(passed.iter().all(|p| !p), "{vid}: {samples}"),
+            }
+        }
+    }
+    let y = &manifest(run)["verifiable_yield"]["all"];
+    assert_eq!(
+        y["fgiv_a"]["counts"]["pairs_valid"].as_u64().unwrap()
+            + y["fgiv_r"]["counts"]["pairs_valid"].as_u64().unwrap(),
+        pairs as u64,
+        "{y}"
+    );
+    pairs
+}
+
+/// `--variant-kinds both` against the scripted model: each decomposed seed gets its free
+/// variants (`/v{k}`) and as many verifiable ones (`/c{k}`), made by code without a call;
+/// verifiable pairs are decided by their own check; FGIV-Eval keeps to free variants; counts
+/// add up and the yield is reported per family.
+#[tokio::test(flavor = "multi_thread")]
+async fn verifiable_variants_beside_free_ones_with_checked_pairs() {
+    let server = scripted_server(Duration::ZERO).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds = write_seeds(tmp.path());
+    let run = tmp.path().join("run");
+    let cache = tmp.path().join("cache.sqlite");
+    let mut cmd = run_cmd(&server, &cache, &["run"]);
+    cmd.arg(&seeds)
+        .arg("-o")
+        .arg(&run)
+        .args(["--variant-kinds", "both", "--samples", "3"]);
+    ok(cmd.output().unwrap());
+    let m = manifest(&run);
+    let c = &m["counts"];
+    let variants = lines(&run, "variants.jsonl");
+    let free = variants
+        .iter()
+        .filter(|v| v["variant_id"].as_str().unwrap().contains("/v"))
+        .count();
+    let verifiable: Vec<&Value> = variants
+        .iter()
+        .filter(|v| v["variant_id"].as_str().unwrap().contains("/c"))
+        .collect();
+    assert!(
+        free > 0 && free == verifiable.len(),
+        "{free} free, {} verifiable",
+        verifiable.len()
+    );
+    assert_eq!(c["variants"].as_u64().unwrap() as usize, variants.len());
+    for v in &verifiable {
+        assert_eq!(v["status"], "done");
+        assert!(
+            v["calls"].as_array().unwrap().is_empty(),
+            "made by code: {v}"
+        );
+        assert!(v["constraint"]["id"].is_string(), "{v}");
+        assert!(["add", "contradict", "parallel"].contains(&v["edit_kind"].as_str().unwrap()));
+    }
+    // Verifiable variants are verified by code, with their own constraint's check.
+    for d in lines(&run, "verdicts.jsonl") {
+        if d["variant_id"].as_str().unwrap().contains("/c") {
+            assert_eq!(d["method"], "code", "{d}");
+        }
+    }
+    for row in lines(&run, "datasets/fgiv_eval.jsonl") {
+        assert!(row["variant_id"].as_str().unwrap().contains("/v"), "{row}");
+    }
+    let pairs = check_verifiable_pairs(&run);
+    assert!(
+        pairs > 0,
+        "the scripted answers pass some constraints (no commas, ...)"
+    );
+    let families = m["verifiable_yield"]["families"].as_object().unwrap();
+    let made: u64 = families
+        .values()
+        .map(|f| f["variants"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        made as usize,
+        verifiable.iter().filter(|v| v["valid"] == true).count()
+    );
+    // One draw per unsampled response; a verifiable response drew between 1 and 3.
+    for f in families.values() {
+        let a = &f["fgiv_a"]["counts"];
+        let (responses, samples) = (
+            a["responses"].as_u64().unwrap(),
+            a["samples"].as_u64().unwrap(),
+        );
+        assert!(samples >= responses && samples <= 3 * responses, "{f}");
+    }
+}
+
+/// Rejection sampling on the real embedded model (the generator scripted, so the seeds
+/// decompose predictably): every verifiable pair is checked, and because each draw has its
+/// own seed a second run with an empty cache makes the same bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn rejection_sampling_on_the_embedded_model_is_checked_and_reproducible() {
+    let server = scripted_server(Duration::ZERO).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds = tmp.path().join("seeds.jsonl");
+    std::fs::write(
+        &seeds,
+        "{\"id\": \"b\", \"instruction\": \"Describe a harbour at dawn. Keep it short. Use plain words.\"}\n",
+    )
+    .unwrap();
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        let run = tmp.path().join(format!("run{i}"));
+        let mut cmd = run_cmd(&server, &tmp.path().join(format!("cache{i}.sqlite")), &[]);
+        cmd.args(["--responder", "embedded", "run"])
+            .arg(&seeds)
+            .arg("-o")
+            .arg(&run)
+            .args([
+                "--variant-kinds",
+                "verifiable",
+                "--samples",
+                "3",
+                "--response-max-tokens",
+                "32",
+            ]);
+        ok(cmd.output().unwrap());
+        runs.push(run);
+    }
+    let y = &manifest(&runs[0])["verifiable_yield"]["all"];
+    assert_eq!(y["variants"], 3, "one per sub-instruction: {y}");
+    assert!(
+        y["fgiv_a"]["counts"]["samples"].as_u64().unwrap() >= 3,
+        "{y}"
+    );
+    check_verifiable_pairs(&runs[0]);
+    assert_same_files(&runs[0], &runs[1]);
 }
