@@ -65,6 +65,29 @@ pub struct RunCounts {
     pub pairs_valid_fgiv_r: u64,
     pub fgiv_eval_seeds: u64,
     pub quarantined_by_reason: BTreeMap<String, u64>,
+    /// Verifiable variants per constraint family (runs with `--variant-kinds`).
+    pub verifiable: BTreeMap<String, FamilyCounts>,
+}
+
+/// One constraint family's yield, as the manifest counts it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct FamilyCounts {
+    pub variants: u64,
+    pub verified: u64,
+    pub seed_response_fails: u64,
+    pub fgiv_a: SampleCounts,
+    pub fgiv_r: SampleCounts,
+}
+
+/// Rejection sampling of one response kind.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SampleCounts {
+    pub responses: u64,
+    pub passed: u64,
+    pub samples: u64,
+    pub pairs_valid: u64,
 }
 
 impl RunCounts {

@@ -457,6 +457,26 @@ fn run_view(r: &RunInput) -> Result<RunView, ReportError> {
     if c.seeds_unreadable > 0 {
         facts.push(("seeds unreadable".into(), c.seeds_unreadable.to_string()));
     }
+    // The yield of verifiable variants, one line per constraint family.
+    for (family, y) in &c.verifiable {
+        let kind = |k: &crate::input::SampleCounts| {
+            format!(
+                "{}/{} passed in {} samples, {} pairs",
+                k.passed, k.responses, k.samples, k.pairs_valid
+            )
+        };
+        facts.push((
+            format!("verifiable {family}"),
+            format!(
+                "{} variants; seed response fails {}/{}; A: {}; R: {}",
+                y.variants,
+                y.seed_response_fails,
+                y.verified,
+                kind(&y.fgiv_a),
+                kind(&y.fgiv_r)
+            ),
+        ));
+    }
     let optional = [
         ("seed file", r.seeds_path.clone()),
         ("shard", r.shard.clone()),
