@@ -27,6 +27,9 @@ pub struct ReportArgs {
     /// Compare every model with the first one of its benchmark instead of every pair.
     #[arg(long)]
     pub baseline_first: bool,
+    /// Also write the tables and paired tests as Markdown to FILE (for a README).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
@@ -42,6 +45,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     };
     let report = build_report(&args.dirs, &opts)?;
     report.write(&args.out)?;
+    if let Some(path) = &args.markdown {
+        demorecon_io::write_atomic(path, report.markdown().as_bytes())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     for w in &report.warnings {
         eprintln!("note: {w}");
     }

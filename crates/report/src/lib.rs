@@ -11,6 +11,7 @@
 pub mod charts;
 pub mod evals;
 pub mod input;
+pub mod markdown;
 pub mod page;
 pub mod stats;
 

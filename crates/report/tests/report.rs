@@ -376,6 +376,31 @@ fn the_page_is_byte_stable_and_the_seed_matters() {
     let b = build_report(&dirs, &baseline).unwrap();
     assert_eq!(b.benchmarks[0].pairs.len(), 2 * 4);
     assert!(b.benchmarks[0].pairs.iter().all(|t| t.a == 0));
+    // The Markdown twin: one table and one paired-test table per benchmark, the same numbers.
+    let md = b.markdown();
+    assert_eq!(md.matches("#### ").count(), b.benchmarks.len());
+    let bench = &b.benchmarks[0];
+    let first = bench.metrics[0].cells[0].unwrap();
+    assert!(
+        md.contains(&format!("{:.1} [", first.value * 100.0)),
+        "{md}"
+    );
+    let vs = format!("| {} vs {} |", bench.models[1].label, bench.models[0].label);
+    let expected: usize = b
+        .benchmarks
+        .iter()
+        .map(|bb| {
+            bb.pairs
+                .iter()
+                .filter(|p| {
+                    bb.models[p.b].label == bench.models[1].label
+                        && bb.models[p.a].label == bench.models[0].label
+                })
+                .count()
+        })
+        .sum();
+    assert!(expected > 0);
+    assert_eq!(md.matches(&vs).count(), expected, "{md}");
 }
 
 #[test]
