@@ -23,7 +23,7 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 #[derive(Debug, Clone)]
 pub enum Input {
     Eval(Box<EvalInput>),
-    Run(RunInput),
+    Run(Box<RunInput>),
     Train(TrainInput),
 }
 
@@ -150,7 +150,7 @@ pub fn load(dir: &Path) -> Result<Input, ReportError> {
         return load_eval(dir).map(|e| Input::Eval(Box::new(e)));
     }
     if has(MANIFEST_FILE) {
-        return load_run(dir).map(Input::Run);
+        return load_run(dir).map(|r| Input::Run(Box::new(r)));
     }
     if has(METRICS_FILE) {
         return load_train(dir).map(Input::Train);

@@ -122,7 +122,7 @@ pub fn build_report(inputs: &[PathBuf], opts: &ReportOptions) -> Result<Report, 
     for dir in inputs {
         match input::load(dir)? {
             Input::Eval(e) => evals.push(*e),
-            Input::Run(r) => runs.push(r),
+            Input::Run(r) => runs.push(*r),
             Input::Train(t) => trains.push(t),
         }
     }
