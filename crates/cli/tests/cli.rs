@@ -24,6 +24,8 @@ mod eval;
 mod export;
 #[path = "cli/pipeline.rs"]
 mod pipeline;
+#[path = "cli/reproduce.rs"]
+mod reproduce;
 #[path = "cli/train.rs"]
 mod train;
 
