@@ -151,6 +151,9 @@ fn reproduce_tiny_runs_every_stage_and_an_offline_rerun_trains_nothing_again() {
 
     // 4. The report names every model: the base by its model id, each trained one by its
     // folder (their GGUFs share one name).
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // One table per benchmark (IFEval, InFoBench, FollowBench at least).
+    assert!(markdown.matches("#### ").count() >= 3, "{markdown}");
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(!report.is_empty());
     let base = read_json(&out.join("eval/ifeval/base/summary.json"));
