@@ -81,7 +81,27 @@ pub struct SampleYield {
     pub pairs_valid: usize,
 }
 
+impl FamilyYield {
+    /// Adds `other`'s counts to these (the overall row).
+    fn absorb(&mut self, other: &FamilyYield) {
+        self.variants += other.variants;
+        self.verified += other.verified;
+        self.seed_response_fails += other.seed_response_fails;
+        self.fgiv_a.absorb(&other.fgiv_a);
+        self.fgiv_r.absorb(&other.fgiv_r);
+    }
+}
+
 impl SampleYield {
+    fn absorb(&mut self, other: &SampleYield) {
+        self.responses += other.responses;
+        self.passed += other.passed;
+        self.samples += other.samples;
+        self.samples_passed += other.samples_passed;
+        self.samples_to_pass += other.samples_to_pass;
+        self.pairs_valid += other.pairs_valid;
+    }
+
     fn add(&mut self, samples: Option<&crate::records::Samples>) {
         let Some(s) = samples else { return };
         self.responses += 1;
@@ -330,20 +350,7 @@ fn verifiable_yield(c: &Counts) -> Value {
     };
     for (family, y) in &c.verifiable {
         families.insert(family.clone(), row(y));
-        total.variants += y.variants;
-        total.verified += y.verified;
-        total.seed_response_fails += y.seed_response_fails;
-        for (t, f) in [
-            (&mut total.fgiv_a, &y.fgiv_a),
-            (&mut total.fgiv_r, &y.fgiv_r),
-        ] {
-            t.responses += f.responses;
-            t.passed += f.passed;
-            t.samples += f.samples;
-            t.samples_passed += f.samples_passed;
-            t.samples_to_pass += f.samples_to_pass;
-            t.pairs_valid += f.pairs_valid;
-        }
+        total.absorb(y);
     }
     json!({"all": row(&total), "families": families})
 }

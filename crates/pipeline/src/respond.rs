@@ -147,14 +147,7 @@ async fn respond_to(
 ) -> Result<ResponseRecord, StepFailure> {
     match &variant.constraint {
         Some(spec) => {
-            let check = spec.check().map_err(|reason| {
-                StepFailure::Quarantine(Quarantine {
-                    kind: "bad_constraint".into(),
-                    reason,
-                    raw: None,
-                    calls: Vec::new(),
-                })
-            })?;
+            let check = spec.check_for_step()?;
             sample_until_pass(cx, variant, step, template, vars, &check).await
         }
         None => generate(cx, &variant.variant_id, step, template, vars).await,

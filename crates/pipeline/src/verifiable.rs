@@ -20,8 +20,9 @@ use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::ask::StepFailure;
 use crate::edit::token_edit_ratio;
-use crate::records::{EditKind, Variant};
+use crate::records::{EditKind, Quarantine, Variant};
 
 /// Which variants a run makes per sub-instruction (`--variant-kinds`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +61,19 @@ impl ConstraintSpec {
     /// The code check of this constraint.
     pub fn check(&self) -> Result<Check, String> {
         Check::ifeval(&self.id, &self.kwargs)
+    }
+
+    /// The check, for a stage working on the variant: a constraint that cannot be built
+    /// quarantines the unit.
+    pub(crate) fn check_for_step(&self) -> Result<Check, StepFailure> {
+        self.check().map_err(|reason| {
+            StepFailure::Quarantine(Quarantine {
+                kind: "bad_constraint".into(),
+                reason,
+                raw: None,
+                calls: Vec::new(),
+            })
+        })
     }
 }
 
@@ -361,9 +375,9 @@ struct Made {
     spec: ConstraintSpec,
     edit_kind: EditKind,
     find: String,
+    /// What replaces `find`, or the sentence added when `find` is empty: the requirement as
+    /// the variant states it.
     replace: String,
-    /// The requirement as the variant states it.
-    sentence: String,
 }
 
 fn adapt(instruction: &str, sub_instruction: &str) -> Option<Made> {
@@ -413,7 +427,6 @@ fn adapt(instruction: &str, sub_instruction: &str) -> Option<Made> {
         },
         edit_kind: kind,
         find: cap[0].to_owned(),
-        sentence: phrase.clone(),
         replace: phrase,
     })
 }
@@ -442,8 +455,7 @@ fn draw(seed: &Seed, k: usize) -> Option<Made> {
                 },
                 edit_kind: EditKind::Add,
                 find: String::new(),
-                replace: sentence.clone(),
-                sentence,
+                replace: sentence,
             })
         })
 }
@@ -475,7 +487,7 @@ pub fn make(seed: &Seed, subs: &[String], k: usize, max_edit_ratio: f64) -> Vari
     };
     let (instruction, original, reason) = if made.find.is_empty() {
         (
-            format!("{} {}", seed.instruction.trim_end(), made.sentence),
+            format!("{} {}", seed.instruction.trim_end(), made.replace),
             String::new(),
             format!("adds a {} constraint", made.spec.id),
         )
@@ -498,7 +510,7 @@ pub fn make(seed: &Seed, subs: &[String], k: usize, max_edit_ratio: f64) -> Vari
         seed_id: seed.id.clone(),
         k,
         original_sub_instruction: original,
-        modified_sub_instruction: made.sentence,
+        modified_sub_instruction: made.replace.clone(),
         edit_kind: made.edit_kind,
         find: made.find,
         replace: made.replace,

@@ -39,14 +39,7 @@ pub async fn run(
 ) -> Result<Verdict, StepFailure> {
     // A verifiable variant carries its constraint; a free-form one is parsed from its words.
     let checks = match &variant.constraint {
-        Some(spec) => vec![spec.check().map_err(|reason| {
-            StepFailure::Quarantine(crate::records::Quarantine {
-                kind: "bad_constraint".into(),
-                reason,
-                raw: None,
-                calls: Vec::new(),
-            })
-        })?],
+        Some(spec) => vec![spec.check_for_step()?],
         None => checkable::checks_for(&variant.modified_sub_instruction),
     };
     let (method, seed, a, r, calls) = if !checks.is_empty() {
